@@ -1,0 +1,89 @@
+"""The claims-import API's wire contract: request, Claim, ChargeLine and response.
+
+This is the one module that spells the API's field names. Money is ``Decimal`` inside the
+project and a JSON number on the wire; dates are ``YYYY-MM-DD``. The models check the shape of
+a claim (types, formats); the payer rules (check digits, code sets, pointers) live in
+``claims_pipeline.rules``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+
+
+def _number(value: Decimal) -> int | float:
+    """A JSON number for a Decimal: integral values as ints, others as their shortest float."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+WireDecimal = Annotated[Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")]
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChargeLine(_WireModel):
+    hcpcs_code: str = Field(min_length=1)
+    monetary_amount: WireDecimal
+    units: WireDecimal
+    diagnosis_code_pointers: list[str] = Field(min_length=1)
+    service_date_from: date
+    service_date_to: date
+    modifiers: list[str] | None = None
+
+
+class Claim(_WireModel):
+    patient_name: str = Field(min_length=1)
+    patient_dob: date
+    patient_gender: str
+    provider_name: str = Field(min_length=1)
+    provider_address: str = Field(min_length=1)
+    provider_npi: str = Field(pattern=r"^\d{10}$")
+    patient_member_id: str = Field(min_length=1)
+    payer_name: str = Field(min_length=1)
+    claim_submitter_identifier: str = Field(min_length=1, max_length=20)
+    facility_code_value: str = Field(pattern=r"^\d{2}$")
+    icd_codes: list[str] = Field(min_length=1)
+    visit_number: str = Field(min_length=1)
+    payer_phone_number: str = Field(pattern=r"^\+[1-9]\d{6,14}$")
+    charge_lines: list[ChargeLine] = Field(min_length=1)
+
+
+class ImportRequest(_WireModel):
+    claims: list[Claim]
+
+
+class ImportResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    success: bool
+    claim_ids: list[int]
+    total_claims: int
+
+
+CLAIM_FIELDS: tuple[str, ...] = tuple(Claim.model_fields)
+CHARGE_LINE_FIELDS: tuple[str, ...] = tuple(ChargeLine.model_fields)
+
+claims_adapter: TypeAdapter[list[Claim]] = TypeAdapter(list[Claim])
+
+
+def claim_to_wire(claim: Claim) -> dict[str, Any]:
+    """The JSON-ready dict of one claim, exactly as it is posted (optional fields left out)."""
+    return claim.model_dump(mode="json", exclude_none=True)
+
+
+def canonical_json(payload: Any) -> str:
+    """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(wire_claim: dict[str, Any]) -> str:
+    """SHA-256 of a wire claim's canonical JSON: equal hashes mean the API holds equal content."""
+    return hashlib.sha256(canonical_json(wire_claim).encode()).hexdigest()

@@ -1,0 +1,109 @@
+"""The source protocol: given a connection and a window of service dates, yield billable
+encounter lines in chunks, in the shape of :data:`claims_pipeline.sources.lines.LINE_SCHEMA`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import pyarrow as pa
+from sqlalchemy import Connection
+
+from claims_pipeline.sources.lines import LINE_SCHEMA
+
+DEFAULT_CHUNK_ROWS = 50_000
+
+
+class EncounterSource(Protocol):
+    """An EHR schema adapter. Implementations are plain classes, one module each."""
+
+    name: str
+
+    def check(self, conn: Connection) -> list[str]:
+        """Problems with the live schema (missing table or column, each named with its fix);
+        empty when the adapter can read this database."""
+        ...
+
+    def extract(
+        self,
+        conn: Connection,
+        window_start: date,
+        window_end: date,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Billable encounter lines with ``window_start <= service_date < window_end``, in
+        chunks of about ``chunk_rows`` rows, ordered by service_date, encounter, line. Every
+        row has the keys of LINE_SCHEMA. An encounter never spans two chunks."""
+        ...
+
+    def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
+        """How many billable encounters fall in the window (for check-source)."""
+        ...
+
+
+def _as_date(value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value)
+    if text.startswith("0000-00-00"):  # MySQL zero dates mean "unknown"
+        return None
+    return date.fromisoformat(text[:10])
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bytes):
+        value = value.decode()
+    text = str(value).strip()
+    return text or None
+
+
+def _as_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+_CONVERTERS = {
+    field.name: (
+        _as_date
+        if pa.types.is_date(field.type)
+        else _as_int
+        if pa.types.is_integer(field.type)
+        else _as_text
+    )
+    for field in LINE_SCHEMA
+}
+
+
+def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
+    """Arrow batch in LINE_SCHEMA from adapter rows, coercing driver types (Decimal, datetime,
+    bytes, MySQL zero dates) so every dialect stores the same values."""
+    columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
+    for row in rows:
+        for name, convert in _CONVERTERS.items():
+            columns[name].append(convert(row.get(name)))
+    return pa.RecordBatch.from_pydict(columns, schema=LINE_SCHEMA)
+
+
+def chunk_by_encounter(
+    rows: Iterable[Mapping[str, Any]], chunk_rows: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Group an ordered row stream into chunks of about ``chunk_rows`` rows without splitting an
+    encounter (rows of one encounter must be contiguous in the input)."""
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        row = dict(row)
+        if len(chunk) >= chunk_rows and row["encounter_id"] != chunk[-1]["encounter_id"]:
+            yield chunk
+            chunk = []
+        chunk.append(row)
+    if chunk:
+        yield chunk
