@@ -22,7 +22,9 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-WireDecimal = Annotated[Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")]
+WireDecimal = Annotated[
+    Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")
+]
 
 
 class _WireModel(BaseModel):

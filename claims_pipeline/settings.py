@@ -33,7 +33,9 @@ CLAIMS_DATA_DIR = Setting("CLAIMS_DATA_DIR", "where PHI at rest lives")
 CLAIMS_LEDGER_URL = Setting("CLAIMS_LEDGER_URL", "SQLAlchemy URL of the delivery ledger")
 CLAIMS_PARTITIONS_START = Setting("CLAIMS_PARTITIONS_START", "first partition", "2025-01-01")
 CLAIMS_TIMEZONE = Setting("CLAIMS_TIMEZONE", "timezone of partitions and schedule", "UTC")
-CLAIMS_LOOKBACK_DAYS = Setting("CLAIMS_LOOKBACK_DAYS", "earlier days the nightly run re-checks", "7")
+CLAIMS_LOOKBACK_DAYS = Setting(
+    "CLAIMS_LOOKBACK_DAYS", "earlier days the nightly run re-checks", "7"
+)
 CLAIMS_BATCH_SIZE = Setting("CLAIMS_BATCH_SIZE", "claims per POST", "100")
 CLAIMS_MAX_IN_FLIGHT = Setting("CLAIMS_MAX_IN_FLIGHT", "concurrent POSTs inside one step", "4")
 CLAIMS_MAX_REQUESTS_PER_SECOND = Setting(

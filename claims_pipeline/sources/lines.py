@@ -51,6 +51,4 @@ LINE_SCHEMA = pa.schema(
 LINE_COLUMNS: tuple[str, ...] = tuple(LINE_SCHEMA.names)
 
 #: Columns whose values identify a patient: never logged, never in metadata.
-PHI_COLUMNS: frozenset[str] = frozenset(
-    {"patient_name", "patient_dob", "patient_member_id"}
-)
+PHI_COLUMNS: frozenset[str] = frozenset({"patient_name", "patient_dob", "patient_member_id"})

@@ -1,0 +1,16 @@
+"""The code location: one Definitions object."""
+
+import dagster as dg
+
+from claims_pipeline.defs.claims import build_claims_assets
+from claims_pipeline.defs.claims_import import claims_import
+from claims_pipeline.defs.encounters import ehr_encounters
+from claims_pipeline.defs.resources import build_resources
+from claims_pipeline.defs.schedules import claims_sync, nightly_claims_sync
+
+defs = dg.Definitions(
+    assets=[ehr_encounters, build_claims_assets, claims_import],
+    jobs=[claims_sync],
+    schedules=[nightly_claims_sync],
+    resources=build_resources(),
+)

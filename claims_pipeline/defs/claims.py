@@ -1,0 +1,242 @@
+"""``claims`` and ``claim_rejections``: every extracted encounter becomes either a validated,
+API-shaped claim or a rejection that says why, and the quality gates that guard posting."""
+
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+from dagster import AssetExecutionContext
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from claims_pipeline import settings
+from claims_pipeline.contract import canonical_json
+from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
+from claims_pipeline.defs.partitions import daily_partitions, partition_days
+from claims_pipeline.defs.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals
+from claims_pipeline.defs.resources import ClaimsStorage, QualityGates
+from claims_pipeline.defs.tables import RowBuffer
+from claims_pipeline.rules import CODE_SET_RELEASE, ClaimResult, build_claims
+from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore
+
+CLAIMS = "claims"
+REJECTIONS = "claim_rejections"
+RATE_CHECK = "rejection_rate_within_limit"
+UNIQUE_CHECK = "claim_keys_unique"
+CONSERVED_CHECK = "encounters_conserved"
+#: Days with fewer encounters than this are judged only through the range's overall rate,
+#: so that one odd claim on a quiet Sunday does not block a whole night.
+MIN_ENCOUNTERS_FOR_DAILY_RATE = 20
+
+
+def count_encounters(store: PartitionStore, day: str) -> int:
+    """Distinct encounters stored in ehr_encounters for one day (reads one column)."""
+    chunks = [b.column(0) for b in store.read_batches(ENCOUNTERS, day, columns=["encounter_id"])]
+    return pc.count_distinct(pa.chunked_array(chunks, type=pa.string())).as_py()
+
+
+def _encounter_rows(store: PartitionStore, day: str) -> Iterator[dict[str, Any]]:
+    for batch in store.read_batches(ENCOUNTERS, day):
+        yield from batch.to_pylist()
+
+
+def claim_row(result: ClaimResult) -> dict[str, Any]:
+    wire = result.wire
+    payload = canonical_json(wire)
+    lines = wire["charge_lines"]
+    return {
+        "service_date": result.service_date,
+        "encounter_id": result.encounter_id,
+        "claim_submitter_identifier": result.claim_submitter_identifier,
+        "provider_npi": wire["provider_npi"],
+        "visit_number": wire["visit_number"],
+        "payer_name": wire["payer_name"],
+        "line_count": len(lines),
+        "total_amount": str(sum(Decimal(str(line["monetary_amount"])) for line in lines)),
+        "icd_codes": ",".join(wire["icd_codes"]),
+        "hcpcs_codes": ",".join(line["hcpcs_code"] for line in lines),
+        "content_hash": hashlib.sha256(payload.encode()).hexdigest(),
+        "payload": payload,
+    }
+
+
+def rejection_row(result: ClaimResult) -> dict[str, Any]:
+    problems = result.problems
+    return {
+        "service_date": result.service_date,
+        "encounter_id": result.encounter_id,
+        "claim_submitter_identifier": result.claim_submitter_identifier,
+        "reason_codes": ",".join(dict.fromkeys(p.code.value for p in problems)),
+        "fields": ",".join(dict.fromkeys(p.field for p in problems)),
+        "messages": " | ".join(p.message for p in problems),
+        "code_set": CODE_SET_RELEASE,
+    }
+
+
+def _table(counter: Counter, name: str) -> dg.MetadataValue:
+    rows = "\n".join(f"| {key} | {count} |" for key, count in counter.most_common())
+    return dg.MetadataValue.md(f"| {name} | count |\n|---|---|\n{rows}" if rows else "none")
+
+
+@dg.multi_asset(
+    name="build_claims",
+    specs=[
+        dg.AssetSpec(
+            CLAIMS,
+            deps=[ENCOUNTERS],
+            kinds={"parquet"},
+            description=(
+                "API-shaped, validated claims of each date of service: exactly what is posted "
+                "(column `payload`), with key, payer, codes, amount and content hash. Contains "
+                "PHI: stored under CLAIMS_DATA_DIR/claims/."
+            ),
+            **ASSET_DEFAULTS,
+        ),
+        dg.AssetSpec(
+            REJECTIONS,
+            deps=[ENCOUNTERS],
+            kinds={"parquet"},
+            description=(
+                "Encounters that could not become a valid claim: claim key, reason codes, fields "
+                "and messages (no patient identifiers). Stored under "
+                "CLAIMS_DATA_DIR/claim_rejections/."
+            ),
+            **ASSET_DEFAULTS,
+        ),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            RATE_CHECK,
+            asset=CLAIMS,
+            blocking=True,
+            description="Posting stops when the rejection rate exceeds CLAIMS_MAX_REJECTION_RATE.",
+        ),
+        dg.AssetCheckSpec(
+            UNIQUE_CHECK,
+            asset=CLAIMS,
+            blocking=True,
+            description="No two claims share provider_npi + claim_submitter_identifier.",
+        ),
+        dg.AssetCheckSpec(
+            CONSERVED_CHECK,
+            asset=CLAIMS,
+            description="Every extracted encounter is a claim or a rejection.",
+        ),
+    ],
+)
+def build_claims_assets(
+    context: AssetExecutionContext, claims_storage: ClaimsStorage, quality_gates: QualityGates
+) -> Iterator[Any]:
+    store = claims_storage.store()
+    today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    seen: set[tuple[str, str]] = set()
+    duplicate_keys = 0
+    claim_figures: dict[str, dict[str, Any]] = {}
+    rejection_figures: dict[str, dict[str, Any]] = {}
+    all_reasons: Counter = Counter()
+    unbalanced: list[str] = []
+    for day in partition_days(context):
+        key = day.isoformat()
+        reasons: Counter = Counter()
+        payers: Counter = Counter()
+        dollars = Decimal(0)
+        with (
+            store.writer(CLAIMS, key, CLAIM_SCHEMA) as claims_file,
+            store.writer(REJECTIONS, key, REJECTION_SCHEMA) as rejections_file,
+        ):
+            claims_out = RowBuffer(claims_file, CLAIM_SCHEMA)
+            rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA)
+            for result in build_claims(_encounter_rows(store, key), today=today):
+                if result.accepted:
+                    row = claim_row(result)
+                    identity = (row["provider_npi"], row["claim_submitter_identifier"])
+                    duplicate_keys += identity in seen
+                    seen.add(identity)
+                    claims_out.append(row)
+                    dollars += Decimal(row["total_amount"])
+                    payers[row["payer_name"]] += 1
+                else:
+                    rejections_out.append(rejection_row(result))
+                    reasons.update({p.code.value for p in result.problems})
+            claims_out.flush()
+            rejections_out.flush()
+        encounters = count_encounters(store, key)
+        if encounters != claims_out.rows + rejections_out.rows:
+            unbalanced.append(key)
+        rate = rejections_out.rows / encounters if encounters else 0.0
+        all_reasons.update(reasons)
+        claim_figures[key] = {
+            "dagster/row_count": claims_out.rows,
+            "claims": claims_out.rows,
+            "encounters": encounters,
+            "rejected": rejections_out.rows,
+            "rejection_rate": round(rate, 4),
+            "billed_amount_usd": float(dollars),
+            "payer_mix": _table(payers, "payer"),
+        }
+        rejection_figures[key] = {
+            "dagster/row_count": rejections_out.rows,
+            "rejected": rejections_out.rows,
+            "encounters": encounters,
+            "rejection_rate": round(rate, 4),
+            "reasons": _table(reasons, "reason_code"),
+            "code_set": CODE_SET_RELEASE,
+        }
+    totals = range_totals(claim_figures)
+    overall_rate = totals.get("rejected", 0) / totals["encounters"] if totals.get("encounters") else 0
+    limit = quality_gates.max_rejection_rate
+    days_over = [
+        key
+        for key, figures in claim_figures.items()
+        if figures["encounters"] >= MIN_ENCOUNTERS_FOR_DAILY_RATE
+        and figures["rejection_rate"] > limit
+    ]
+    context.log.info(
+        f"claims: {totals.get('claims', 0)} valid, {totals.get('rejected', 0)} rejected of "
+        f"{totals.get('encounters', 0)} encounters; reasons: {dict(all_reasons.most_common())}"
+    )
+    yield dg.MaterializeResult(asset_key=CLAIMS, metadata=totals)
+    yield dg.MaterializeResult(
+        asset_key=REJECTIONS,
+        metadata=range_totals(rejection_figures)
+        | {"rejection_rate": round(overall_rate, 4), "reasons": _table(all_reasons, "reason_code")},
+    )
+    yield dg.AssetCheckResult(
+        asset_key=CLAIMS,
+        check_name=RATE_CHECK,
+        passed=overall_rate <= limit and not days_over,
+        metadata={
+            "rejection_rate": round(overall_rate, 4),
+            "max_rejection_rate": limit,
+            "days_over_limit": ", ".join(days_over) or "none",
+        },
+        description=None
+        if overall_rate <= limit and not days_over
+        else (
+            f"Rejection rate {overall_rate:.1%} (limit {limit:.0%}; days over: "
+            f"{', '.join(days_over) or 'none'}): posting is blocked. Check the source mapping "
+            "and claim_rejections' reasons, or raise CLAIMS_MAX_REJECTION_RATE."
+        ),
+    )
+    yield dg.AssetCheckResult(
+        asset_key=CLAIMS,
+        check_name=UNIQUE_CHECK,
+        passed=duplicate_keys == 0,
+        metadata={"duplicate_keys": duplicate_keys},
+    )
+    yield dg.AssetCheckResult(
+        asset_key=CLAIMS,
+        check_name=CONSERVED_CHECK,
+        passed=not unbalanced,
+        metadata={"unbalanced_days": ", ".join(unbalanced) or "none"},
+    )
+    per_day_materializations(context, CLAIMS, claim_figures)
+    per_day_materializations(context, REJECTIONS, rejection_figures)

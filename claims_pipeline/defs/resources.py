@@ -1,0 +1,143 @@
+"""Resources: the EHR database, the import API, the data directory + ledger, quality gates.
+
+Values come from the environment through ``dagster.EnvVar`` so that they never enter run
+config; where a setting is unset its documented default is used, except the API key and
+tenant, which have none: a run that needs them fails at launch naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy import Engine, create_engine
+
+from claims_pipeline import settings
+from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
+from claims_pipeline.delivery.ledger import DeliveryLedger
+from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.sources import get_source
+from claims_pipeline.sources.base import EncounterSource
+from claims_pipeline.storage import PartitionStore
+
+
+class EhrDatabase(dg.ConfigurableResource):
+    """The source EHR: a SQLAlchemy URL and the schema adapter that reads it."""
+
+    url: str
+    ehr_schema: str = "reference"
+    query_file: str | None = None
+    chunk_rows: int = 50_000
+
+    def engine(self) -> Engine:
+        try:
+            return create_engine(self.url, pool_pre_ping=True)
+        except Exception as error:  # the URL may hold a password: never echo it
+            raise ConfigurationError(
+                f"EHR_DATABASE_URL is not a usable SQLAlchemy URL ({type(error).__name__})."
+            ) from None
+
+    def source(self) -> EncounterSource:
+        return get_source(self.ehr_schema, self.query_file)
+
+
+class ClaimsApi(dg.ConfigurableResource):
+    """The claims-import API of one tenant. ``repr`` never shows the key."""
+
+    base_url: str
+    api_key: str
+    tenant_id: int
+    batch_size: int = 100
+    max_in_flight: int = 4
+    max_requests_per_second: float = 10.0
+    timeout_seconds: float = 30.0
+
+    def __repr__(self) -> str:
+        return f"ClaimsApi(base_url={self.base_url!r}, tenant_id={self.tenant_id!r}, api_key='***')"
+
+    __str__ = __repr__
+
+    def client(self, retry: RetryPolicy | None = None) -> ImportApiClient:
+        return ImportApiClient(
+            self.base_url,
+            self.api_key,
+            self.tenant_id,
+            max_connections=self.max_in_flight,
+            max_requests_per_second=self.max_requests_per_second,
+            timeout_seconds=self.timeout_seconds,
+            retry=retry,
+        )
+
+
+class ClaimsStorage(dg.ConfigurableResource):
+    """Where PHI at rest lives: per-partition Parquet files and the delivery ledger."""
+
+    data_dir: str
+    ledger_url: str | None = None
+
+    _ledger: DeliveryLedger | None = PrivateAttr(default=None)
+
+    def store(self) -> PartitionStore:
+        return PartitionStore(self.data_dir)
+
+    def ledger(self) -> DeliveryLedger:
+        if self._ledger is None:
+            self._ledger = DeliveryLedger(self.ledger_url or settings.ledger_url(self._local_dir()))
+        return self._ledger
+
+    def _local_dir(self) -> Path:
+        if "://" in self.data_dir:
+            raise ConfigurationError(
+                "CLAIMS_DATA_DIR is an object store: set CLAIMS_LEDGER_URL to a database "
+                "(the ledger must be a database every step can reach)."
+            )
+        return Path(self.data_dir).expanduser()
+
+
+class QualityGates(dg.ConfigurableResource):
+    """Thresholds of the blocking checks."""
+
+    max_rejection_rate: float = 0.2
+
+
+def _env(setting: settings.Setting, kind: str = "str") -> Any:
+    """EnvVar when the variable is set, else the setting's default as a plain value. Dagster
+    has no float EnvVar: float settings (never secrets) are read by the settings module."""
+    if kind == "float":
+        return settings.get_float(setting)
+    if os.environ.get(setting.name, "").strip():
+        return dg.EnvVar.int(setting.name) if kind == "int" else dg.EnvVar(setting.name)
+    if setting.default is None:
+        return None
+    return int(setting.default) if kind == "int" else setting.default
+
+
+def build_resources() -> dict[str, Any]:
+    """The resources of the code location, from the environment (see settings.py)."""
+    data_dir = str(settings.data_dir())
+    ehr_url = _env(settings.EHR_DATABASE_URL) or settings.demo_ehr_url(settings.data_dir())
+    return {
+        "ehr": EhrDatabase(
+            url=ehr_url,
+            ehr_schema=_env(settings.EHR_SCHEMA),
+            query_file=_env(settings.EHR_QUERY_FILE),
+        ),
+        "claims_api": ClaimsApi(
+            base_url=_env(settings.CLAIMS_API_URL),
+            api_key=dg.EnvVar(settings.CLAIMS_API_KEY.name),
+            tenant_id=dg.EnvVar.int(settings.CLAIMS_TENANT_ID.name),
+            batch_size=_env(settings.CLAIMS_BATCH_SIZE, "int"),
+            max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
+            max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
+        ),
+        "claims_storage": ClaimsStorage(
+            data_dir=_env(settings.CLAIMS_DATA_DIR) or data_dir,
+            ledger_url=_env(settings.CLAIMS_LEDGER_URL),
+        ),
+        "quality_gates": QualityGates(
+            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float")
+        ),
+    }

@@ -1,0 +1,58 @@
+"""Job ``claims_sync`` and schedule ``nightly_claims_sync``: every night, yesterday plus the
+look-back window (late charges and corrections), in one run."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from claims_pipeline import settings
+from claims_pipeline.defs.claims import CLAIMS, REJECTIONS
+from claims_pipeline.defs.claims_import import ASSET as IMPORT
+from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
+from claims_pipeline.defs.partitions import daily_partitions
+
+claims_sync = dg.define_asset_job(
+    "claims_sync",
+    selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
+    partitions_def=daily_partitions,
+    description="Extract, validate and deliver the claims of a range of dates of service.",
+)
+
+
+def nightly_window(run_day: date, lookback_days: int, first_day: date) -> tuple[date, date]:
+    """(first, last) dates of service a run on ``run_day`` covers: yesterday and the
+    ``lookback_days`` before it, never before the first partition."""
+    last = run_day - timedelta(days=1)
+    return max(first_day, last - timedelta(days=lookback_days)), last
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Run tags that make one run cover a range of daily partitions."""
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+    }
+
+
+@dg.schedule(
+    name="nightly_claims_sync",
+    cron_schedule="0 2 * * *",
+    job=claims_sync,
+    execution_timezone=settings.require(settings.CLAIMS_TIMEZONE),
+    description="02:00 every night: yesterday plus CLAIMS_LOOKBACK_DAYS earlier days, one run.",
+)
+def nightly_claims_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    run_day = context.scheduled_execution_time.date()  # in execution_timezone
+    first_partition = daily_partitions.start.date()
+    if run_day - timedelta(days=1) < first_partition:
+        return dg.SkipReason(f"No partition before {first_partition} (CLAIMS_PARTITIONS_START).")
+    first, last = nightly_window(
+        run_day, settings.get_int(settings.CLAIMS_LOOKBACK_DAYS), first_partition
+    )
+    return dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))

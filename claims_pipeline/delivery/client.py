@@ -1,0 +1,295 @@
+"""HTTP client of the claims-import API: one pooled connection set, a client-side request cap,
+retries with backoff and jitter that honour Retry-After, and errors that say what to fix.
+
+The API documents only success. We classify the rest (DESIGN.md): 401/403 are configuration
+errors; 408/425/429/5xx, timeouts and dropped connections are transient; any other 4xx rejects
+something in the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import httpx
+import stamina
+
+from claims_pipeline.contract import ImportResponse
+from claims_pipeline.errors import AuthenticationError, ConfigurationError, DeliveryError
+from claims_pipeline.phi import scrub
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: at most ``attempts`` tries and ``deadline_seconds`` per batch."""
+
+    attempts: int = 8
+    deadline_seconds: float = 180.0
+    wait_initial: float = 0.25
+    wait_max: float = 15.0
+    wait_jitter: float = 0.5
+    retry_after_cap: float = 60.0
+
+
+class TransientApiError(DeliveryError):
+    """A failure worth retrying: the same batch may succeed later."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class BatchRejectedError(DeliveryError):
+    """The API refused something in the batch (a 4xx other than 401/403); message scrubbed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.reason = message
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for materialization metadata. Thread-safe through its lock."""
+
+    requests: int = 0
+    retries: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, status: str, latency_ms: float) -> None:
+        with self._lock:
+            self.requests += 1
+            self.statuses[status] += 1
+            self.latencies_ms.append(latency_ms)
+
+    def percentile(self, q: float) -> float | None:
+        with self._lock:
+            data = sorted(self.latencies_ms)
+        if not data:
+            return None
+        return data[min(len(data) - 1, int(round(q * (len(data) - 1))))]
+
+
+class Throttle:
+    """Spaces requests at most ``per_second`` apart across threads (a client-side cap)."""
+
+    def __init__(self, per_second: float):
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+def check_base_url(base_url: str) -> str:
+    """The URL without a trailing slash; plain http is refused except to loopback."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("CLAIMS_API_URL must be an http(s) URL like https://host.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            "CLAIMS_API_URL uses plain http to a non-loopback host: use https "
+            "(claims carry PHI; http is allowed only to 127.0.0.1/localhost, e.g. the emulator)."
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, min(seconds, cap))
+
+
+def batch_body(payloads: list[str]) -> bytes:
+    """The request body from claims already serialised as JSON text (no re-encoding)."""
+    return ('{"claims":[' + ",".join(payloads) + "]}").encode()
+
+
+def idempotency_key(body: bytes) -> str:
+    """Derived from the batch content, so a retried batch carries the same key."""
+    return hashlib.sha256(body).hexdigest()
+
+
+class ImportApiClient:
+    """Posts batches to ``POST {base_url}/claims-import?tenant_id=...``. Thread-safe."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        tenant_id: int,
+        *,
+        max_connections: int = 4,
+        max_requests_per_second: float = 10.0,
+        timeout_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        if not api_key:
+            raise ConfigurationError("CLAIMS_API_KEY is empty: set the tenant's API key.")
+        self.tenant_id = tenant_id
+        self.retry = retry or RetryPolicy()
+        self.stats = ClientStats()
+        self._api_key = api_key
+        self._throttle = Throttle(max_requests_per_second)
+        self._http = httpx.Client(
+            base_url=check_base_url(base_url),
+            headers={"x-api-key": api_key, "content-type": "application/json"},
+            timeout=httpx.Timeout(timeout_seconds, connect=10.0),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            verify=True,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ImportApiClient(base_url={str(self._http.base_url)!r}, tenant_id={self.tenant_id})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ImportApiClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def post_batch(
+        self, payloads: list[str], secrets: Callable[[], set[str]] | None = None
+    ) -> list[int]:
+        """Post claims (each already JSON text) and return their claim_ids in order.
+
+        Retries transient failures within the policy; raises AuthenticationError (stop the
+        run), BatchRejectedError (something in the batch is refused) or TransientApiError /
+        httpx.TransportError once retries are spent. ``secrets`` gives the PHI strings of the
+        batch (computed only when needed), scrubbed from any server message that is kept."""
+        body = batch_body(payloads)
+        key = idempotency_key(body)
+        policy = self.retry
+        first = True
+        for attempt in stamina.retry_context(
+            on=self._backoff_hook,
+            attempts=policy.attempts,
+            timeout=policy.deadline_seconds,
+            wait_initial=policy.wait_initial,
+            wait_max=policy.wait_max,
+            wait_jitter=policy.wait_jitter,
+        ):
+            with attempt:
+                if not first:
+                    with self.stats._lock:
+                        self.stats.retries += 1
+                first = False
+                return self._post_once(body, key, len(payloads), secrets)
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    def _backoff_hook(self, error: Exception) -> bool | float:
+        if isinstance(error, TransientApiError):
+            return error.retry_after if error.retry_after is not None else True
+        return isinstance(error, httpx.TransportError)
+
+    def _post_once(
+        self, body: bytes, key: str, count: int, secrets: Callable[[], set[str]] | None
+    ) -> list[int]:
+        self._throttle.wait()
+        started = time.perf_counter()
+        try:
+            response = self._http.post(
+                "/claims-import",
+                params={"tenant_id": self.tenant_id},
+                content=body,
+                headers={"Idempotency-Key": key},
+            )
+        except httpx.TransportError as error:
+            self.stats.record(type(error).__name__, (time.perf_counter() - started) * 1000)
+            raise
+        self.stats.record(str(response.status_code), (time.perf_counter() - started) * 1000)
+        status = response.status_code
+        if status in (401, 403):
+            setting = "CLAIMS_API_KEY" if status == 401 else "CLAIMS_API_KEY or CLAIMS_TENANT_ID"
+            raise AuthenticationError(
+                f"The claims-import API refused the credentials (HTTP {status}): check "
+                f"{setting} (tenant {self.tenant_id})."
+            )
+        if status in TRANSIENT_STATUSES:
+            raise TransientApiError(
+                f"HTTP {status} from the claims-import API",
+                status,
+                retry_after_seconds(
+                    response.headers.get("retry-after"), self.retry.retry_after_cap
+                ),
+            )
+        if 400 <= status < 500:
+            raise BatchRejectedError(status, self._server_message(response, secrets))
+        if status >= 300:
+            raise TransientApiError(f"Unexpected HTTP {status} from the claims-import API", status)
+        try:
+            result = ImportResponse.model_validate_json(response.content)
+        except ValueError:
+            raise TransientApiError(
+                "The claims-import API answered 2xx without a valid body.", status
+            ) from None
+        if not result.success or len(result.claim_ids) != count:
+            raise TransientApiError(
+                f"The claims-import API did not acknowledge the batch (success={result.success}, "
+                f"{len(result.claim_ids)} claim_ids for {count} claims).",
+                status,
+            )
+        return result.claim_ids
+
+    def _server_message(
+        self, response: httpx.Response, secrets: Callable[[], set[str]] | None
+    ) -> str:
+        try:
+            body = response.json()
+            text = json.dumps(body, sort_keys=True) if not isinstance(body, str) else body
+        except ValueError:
+            text = response.text
+        return scrub(text, (secrets() if secrets else set()) | {self._api_key})

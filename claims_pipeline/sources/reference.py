@@ -1,0 +1,471 @@
+"""The reference EHR schema and its adapter.
+
+The reference schema is the project's own, documented in ``docs/reference-schema.md``: the demo
+database uses it, and a practice whose EHR is not OpenEMR maps its data onto it (tables, or views
+with these names and columns). :class:`ReferenceSource` reads it.
+
+Values the adapter compares with (``encounters.status = 'finalized'``, ``coverages.priority =
+'primary'``) are lower case; ids are the EHR's own and never generated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Unicode,
+)
+
+# The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
+from claims_pipeline.sources.base import (
+    DEFAULT_CHUNK_ROWS,
+    _as_date,
+    _as_text,
+    chunk_by_encounter,
+)
+
+BILLABLE_STATUS = "finalized"
+PRIMARY = "primary"
+CLAIM_ID_PREFIX = "REF-"
+
+metadata = MetaData()
+
+# Names and addresses are Unicode (NVARCHAR on SQL Server) and MySQL tables utf8mb4 whatever the
+# server's default, so that Núñez or Nguyễn survive the round trip.
+_TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+
+# Only keys and the columns that place a row (dates, status, ordering) are NOT NULL: a missing
+# name, code or amount should reach claim validation and come back as a rejection with a reason,
+# not make a practice's nightly copy into these tables fail.
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("first_name", Unicode(60)),
+    Column("last_name", Unicode(60)),
+    Column("date_of_birth", Date),
+    Column("sex", String(20)),
+    Column("street", Unicode(100)),
+    Column("city", Unicode(60)),
+    Column("state", String(2)),
+    Column("postal_code", String(10)),
+    **_TABLE_OPTIONS,
+)
+
+facilities = Table(
+    "facilities",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", Unicode(100)),
+    Column("street", Unicode(100)),
+    Column("city", Unicode(60)),
+    Column("state", String(2)),
+    Column("postal_code", String(10)),
+    Column("place_of_service", String(2)),
+    **_TABLE_OPTIONS,
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("first_name", Unicode(60)),
+    Column("last_name", Unicode(60)),
+    Column("credential", String(20)),
+    Column("npi", String(10)),
+    **_TABLE_OPTIONS,
+)
+
+payers = Table(
+    "payers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", Unicode(100)),
+    Column("phone", String(30)),
+    **_TABLE_OPTIONS,
+)
+
+coverages = Table(
+    "coverages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("patient_id", Integer, ForeignKey("patients.id"), nullable=False),
+    Column("payer_id", Integer, ForeignKey("payers.id"), nullable=False),
+    Column("member_id", String(40)),
+    Column("priority", String(10), nullable=False),
+    Column("effective_from", Date, nullable=False),
+    Column("effective_to", Date),
+    # The payer look-up is "this patient's primary coverage in force on a date".
+    Index("ix_coverages_patient_priority", "patient_id", "priority", "effective_from"),
+    **_TABLE_OPTIONS,
+)
+
+encounters = Table(
+    "encounters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("patient_id", Integer, ForeignKey("patients.id"), nullable=False),
+    Column("provider_id", Integer, ForeignKey("providers.id"), nullable=False),
+    Column("facility_id", Integer, ForeignKey("facilities.id"), nullable=False),
+    Column("service_date", Date, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("visit_number", String(40)),
+    Column("place_of_service", String(2)),
+    Column("created_at", DateTime),
+    Column("updated_at", DateTime),
+    # The extract's window filter and its ordering.
+    Index("ix_encounters_service_date_status", "service_date", "status"),
+    **_TABLE_OPTIONS,
+)
+
+diagnoses = Table(
+    "diagnoses",
+    metadata,
+    # The primary key leads with encounter_id, so it is also the per-encounter index.
+    Column("encounter_id", Integer, ForeignKey("encounters.id"), primary_key=True),
+    Column("sequence", Integer, primary_key=True, autoincrement=False),
+    Column("icd10_code", String(10)),
+    **_TABLE_OPTIONS,
+)
+
+charges = Table(
+    "charges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("encounter_id", Integer, ForeignKey("encounters.id"), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("hcpcs_code", String(10)),
+    Column("modifiers", String(20)),
+    Column("units", Numeric(10, 3)),
+    Column("line_amount", Numeric(12, 2)),
+    Column("service_date_from", Date),
+    Column("service_date_to", Date),
+    Column("diagnosis_codes", String(100)),
+    Column("provider_id", Integer, ForeignKey("providers.id")),
+    Index("ix_charges_encounter_line", "encounter_id", "line_number", unique=True),
+    **_TABLE_OPTIONS,
+)
+
+#: Columns kept for people (and for future incremental extracts) that the extract never reads;
+#: a mapped database may leave them out.
+OPTIONAL_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("patients", "street"),
+        ("patients", "city"),
+        ("patients", "state"),
+        ("patients", "postal_code"),
+        ("facilities", "name"),
+        ("encounters", "created_at"),
+        ("encounters", "updated_at"),
+        ("charges", "id"),
+    }
+)
+
+#: What :meth:`ReferenceSource.check` requires: every column the extract reads, per table.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    table.name: tuple(
+        column.name for column in table.columns if (table.name, column.name) not in OPTIONAL_COLUMNS
+    )
+    for table in metadata.sorted_tables
+}
+
+# Row kinds of the extract's single stream: an encounter's diagnosis rows sort before its lines.
+_DIAGNOSIS_ROW = 0
+_LINE_ROW = 1
+_MAX_FETCH_ROWS = 10_000
+
+
+def _window(start: date, end: date) -> list[sa.ColumnElement[bool]]:
+    return [
+        encounters.c.status == BILLABLE_STATUS,
+        encounters.c.service_date >= start,
+        encounters.c.service_date < end,
+    ]
+
+
+def _primary_coverage_id() -> sa.ScalarSelect[Any]:
+    """Id of the encounter patient's primary coverage in force on the service date; when
+    several are, the one that started last."""
+    in_force = coverages.alias("in_force")
+    return (
+        sa.select(in_force.c.id)
+        .where(
+            in_force.c.patient_id == encounters.c.patient_id,
+            in_force.c.priority == PRIMARY,
+            in_force.c.effective_from <= encounters.c.service_date,
+            sa.or_(
+                in_force.c.effective_to.is_(None),
+                in_force.c.effective_to >= encounters.c.service_date,
+            ),
+        )
+        .order_by(in_force.c.effective_from.desc(), in_force.c.id.desc())
+        .limit(1)
+        .correlate(encounters)
+        .scalar_subquery()
+    )
+
+
+def _extract_statement(start: date, end: date) -> sa.Select[Any]:
+    """One statement for the whole window: each encounter's diagnosis rows followed by its
+    charge-line rows, ordered by service date, encounter, kind, sequence/line number.
+
+    Diagnoses travel in the same ordered stream (a UNION ALL) rather than a second query,
+    because MySQL and SQL Server drivers allow one streaming result per connection (PyMySQL
+    silently truncates the first), and an ordered string aggregate is not portable (SQLite
+    before 3.44 cannot order group_concat)."""
+    # The window's encounters with their payer's coverage id, picked in the select list: a
+    # correlated subquery in a join condition trips SQLAlchemy's MySQL cartesian-product lint.
+    billable = (
+        sa.select(
+            encounters.c.id,
+            encounters.c.patient_id,
+            encounters.c.provider_id,
+            encounters.c.facility_id,
+            encounters.c.service_date,
+            encounters.c.visit_number,
+            encounters.c.place_of_service,
+            _primary_coverage_id().label("coverage_id"),
+        )
+        .where(*_window(start, end))
+        .subquery("billable")
+    )
+    encounter_provider = providers.alias("encounter_provider")
+    line_provider = providers.alias("line_provider")
+    line_rows = sa.select(
+        billable.c.service_date,
+        billable.c.id.label("encounter_key"),
+        sa.literal_column(str(_LINE_ROW), Integer).label("row_kind"),
+        charges.c.line_number.label("ordinal"),
+        sa.cast(sa.null(), diagnoses.c.icd10_code.type).label("diagnosis_code"),
+        billable.c.visit_number,
+        patients.c.first_name.label("patient_first_name"),
+        patients.c.last_name.label("patient_last_name"),
+        patients.c.date_of_birth,
+        patients.c.sex,
+        coverages.c.member_id,
+        payers.c.name.label("payer_name"),
+        payers.c.phone.label("payer_phone"),
+        billable.c.place_of_service.label("encounter_pos"),
+        facilities.c.place_of_service.label("facility_pos"),
+        facilities.c.street,
+        facilities.c.city,
+        facilities.c.state,
+        facilities.c.postal_code,
+        encounter_provider.c.first_name.label("provider_first_name"),
+        encounter_provider.c.last_name.label("provider_last_name"),
+        encounter_provider.c.credential.label("provider_credential"),
+        encounter_provider.c.npi.label("provider_npi"),
+        charges.c.provider_id.label("line_provider_id"),
+        line_provider.c.first_name.label("line_provider_first_name"),
+        line_provider.c.last_name.label("line_provider_last_name"),
+        line_provider.c.credential.label("line_provider_credential"),
+        line_provider.c.npi.label("line_provider_npi"),
+        charges.c.hcpcs_code,
+        charges.c.modifiers,
+        charges.c.units,
+        charges.c.line_amount,
+        charges.c.service_date_from,
+        charges.c.service_date_to,
+        charges.c.diagnosis_codes,
+    ).select_from(
+        # Outer joins throughout: an encounter whose patient, provider or facility row is
+        # missing still comes out (and is rejected for the missing field) instead of vanishing.
+        billable.outerjoin(patients, patients.c.id == billable.c.patient_id)
+        .outerjoin(facilities, facilities.c.id == billable.c.facility_id)
+        .outerjoin(encounter_provider, encounter_provider.c.id == billable.c.provider_id)
+        .outerjoin(coverages, coverages.c.id == billable.c.coverage_id)
+        .outerjoin(payers, payers.c.id == coverages.c.payer_id)
+        .outerjoin(charges, charges.c.encounter_id == billable.c.id)
+        .outerjoin(line_provider, line_provider.c.id == charges.c.provider_id)
+    )
+    shared = {"service_date", "encounter_key", "row_kind", "ordinal", "diagnosis_code"}
+    diagnosis_values = {
+        "service_date": encounters.c.service_date,
+        "encounter_key": encounters.c.id,
+        "row_kind": sa.literal_column(str(_DIAGNOSIS_ROW), Integer),
+        "ordinal": diagnoses.c.sequence,
+        "diagnosis_code": diagnoses.c.icd10_code,
+    }
+    diagnosis_rows = (
+        sa.select(
+            *(
+                diagnosis_values[column.name].label(column.name)
+                if column.name in shared
+                else sa.cast(sa.null(), column.type).label(column.name)
+                for column in line_rows.selected_columns
+            )
+        )
+        .select_from(diagnoses.join(encounters, encounters.c.id == diagnoses.c.encounter_id))
+        .where(*_window(start, end))
+    )
+    rows = sa.union_all(line_rows, diagnosis_rows).subquery("encounter_rows")
+    return sa.select(rows).order_by(
+        rows.c.service_date, rows.c.encounter_key, rows.c.row_kind, rows.c.ordinal
+    )
+
+
+def _joined(*parts: Any) -> str | None:
+    words = [text for text in map(_as_text, parts) if text]
+    return " ".join(words) or None
+
+
+def _units(value: Any) -> str | None:
+    # NUMERIC(10,3) reads back as 1.000; "1" is what the EHR meant.
+    return _as_text(value.normalize() if isinstance(value, Decimal) else value)
+
+
+def _codes(text: Any) -> str | None:
+    """Comma-separated codes, blanks dropped, in the order written."""
+    codes = [code.strip() for code in str(text).split(",")] if text is not None else []
+    return ",".join(code for code in codes if code) or None
+
+
+def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
+    name = _joined(first, last)
+    credential = _as_text(credential)
+    return f"{name}, {credential}" if name and credential else name
+
+
+def _line_row(row: Mapping[str, Any], claim_diagnosis_codes: str | None) -> dict[str, Any]:
+    # A line that names its own rendering provider uses that provider's name and NPI even when
+    # the row it points at is missing: billing it under someone else's NPI would be wrong.
+    by_line = row["line_provider_id"] is not None
+    prefix = "line_provider_" if by_line else "provider_"
+    return {
+        "service_date": _as_date(row["service_date"]),
+        "encounter_id": str(row["encounter_key"]),
+        "claim_submitter_identifier": f"{CLAIM_ID_PREFIX}{row['encounter_key']}",
+        "visit_number": _as_text(row["visit_number"]),
+        "patient_name": _joined(row["patient_first_name"], row["patient_last_name"]),
+        "patient_dob": _as_date(row["date_of_birth"]),
+        "patient_gender": _as_text(row["sex"]),
+        "patient_member_id": _as_text(row["member_id"]),
+        "payer_name": _as_text(row["payer_name"]),
+        "payer_phone": _as_text(row["payer_phone"]),
+        "place_of_service": _as_text(row["encounter_pos"]) or _as_text(row["facility_pos"]),
+        "claim_diagnosis_codes": claim_diagnosis_codes,
+        "provider_name": _provider_name(
+            row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
+        ),
+        "provider_npi": _as_text(row[prefix + "npi"]),
+        "provider_street": _as_text(row["street"]),
+        "provider_city": _as_text(row["city"]),
+        "provider_state": _as_text(row["state"]),
+        "provider_postal_code": _as_text(row["postal_code"]),
+        "line_number": None if row["ordinal"] is None else int(row["ordinal"]),
+        "hcpcs_code": _as_text(row["hcpcs_code"]),
+        "modifiers": _as_text(row["modifiers"]),
+        "units": _units(row["units"]),
+        "line_amount": _as_text(row["line_amount"]),
+        "line_service_date_from": _as_date(row["service_date_from"]),
+        "line_service_date_to": _as_date(row["service_date_to"]),
+        "line_diagnosis_codes": _codes(row["diagnosis_codes"]),
+    }
+
+
+def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Fold each encounter's diagnosis rows into its claim_diagnosis_codes and yield its
+    charge-line rows (there is always at least one: the charge join is an outer join)."""
+    encounter_key: Any = object()
+    codes: list[str] = []
+    for row in rows:
+        if row["encounter_key"] != encounter_key:
+            encounter_key = row["encounter_key"]
+            codes = []
+        if row["row_kind"] == _DIAGNOSIS_ROW:
+            code = _as_text(row["diagnosis_code"])
+            if code:
+                codes.append(code)
+            continue
+        yield _line_row(row, ",".join(codes) or None)
+
+
+class ReferenceSource:
+    """Adapter for the reference schema (``EHR_SCHEMA=reference``)."""
+
+    name = "reference"
+
+    def check(self, conn: Connection) -> list[str]:
+        """Each table or column the extract needs that the live database lacks, named with its
+        fix; empty when the extract can run. Views count as tables."""
+        inspector = sa.inspect(conn)
+        present = {
+            name.lower(): name for name in inspector.get_table_names() + inspector.get_view_names()
+        }
+        problems: list[str] = []
+        for table in metadata.sorted_tables:
+            needed = REQUIRED_COLUMNS[table.name]
+            actual_name = present.get(table.name)
+            if actual_name is None:
+                problems.append(
+                    f"table '{table.name}' is missing: create it (reference.metadata.create_all)"
+                    f" or a view named '{table.name}' with columns {', '.join(needed)}"
+                    " (docs/reference-schema.md)."
+                )
+                continue
+            columns = {column["name"].lower() for column in inspector.get_columns(actual_name)}
+            # SQL Server spells it ADD without COLUMN; the others accept ADD COLUMN.
+            add = "ADD" if conn.dialect.name == "mssql" else "ADD COLUMN"
+            for name in needed:
+                if name not in columns:
+                    kind = table.c[name].type.compile(dialect=conn.dialect)
+                    problems.append(
+                        f"table '{table.name}' has no column '{name}': add it, e.g. "
+                        f"ALTER TABLE {table.name} {add} {name} {kind}"
+                        " (or map it in your view)."
+                    )
+        return problems
+
+    def extract(
+        self,
+        conn: Connection,
+        window_start: date,
+        window_end: date,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Charge lines of finalized encounters with ``window_start <= service_date <
+        window_end``, in chunks of about ``chunk_rows`` rows that never split an encounter,
+        ordered by service date, encounter id, line number. Every row has exactly the keys of
+        LINE_SCHEMA; an encounter without charges is one row with null line columns.
+
+        Rows stream from one server-side cursor, so memory holds about one chunk whatever the
+        window. The connection is busy until the iterator is exhausted or closed."""
+        statement = _extract_statement(window_start, window_end)
+        # Options on the execute, not the connection: Connection.execution_options() changes
+        # the caller's connection in place.
+        result = conn.execute(
+            statement,
+            execution_options={
+                "stream_results": True,
+                "yield_per": max(1, min(chunk_rows, _MAX_FETCH_ROWS)),
+            },
+        )
+        try:
+            yield from chunk_by_encounter(_lines(result.mappings()), chunk_rows)
+        finally:
+            result.close()
+
+    def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
+        """Finalized encounters with ``window_start <= service_date < window_end``."""
+        statement = (
+            sa.select(sa.func.count())
+            .select_from(encounters)
+            .where(*_window(window_start, window_end))
+        )
+        return int(conn.execute(statement).scalar_one())

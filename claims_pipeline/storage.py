@@ -1,0 +1,156 @@
+"""PHI at rest: the Parquet files of every partition of every asset, under one directory.
+
+``CLAIMS_DATA_DIR`` is a local directory (created owner-only) or an object-store URI that
+pyarrow understands (``s3://bucket/prefix``, ``gs://...``), so steps on different machines see
+the same files with no code change. Layout: ``{root}/{asset}/{partition}.parquet``. Files are
+written to a temporary name and moved into place, so a killed step never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from claims_pipeline.errors import ConfigurationError
+
+CLAIM_SCHEMA = pa.schema(
+    [
+        pa.field("service_date", pa.date32(), nullable=False),
+        pa.field("encounter_id", pa.string(), nullable=False),
+        pa.field("claim_submitter_identifier", pa.string(), nullable=False),
+        pa.field("provider_npi", pa.string(), nullable=False),
+        pa.field("visit_number", pa.string()),
+        pa.field("payer_name", pa.string()),
+        pa.field("line_count", pa.int32()),
+        pa.field("total_amount", pa.string()),  # decimal text: exact money
+        pa.field("icd_codes", pa.string()),
+        pa.field("hcpcs_codes", pa.string()),
+        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),  # the claim's JSON exactly as posted
+    ]
+)
+
+REJECTION_SCHEMA = pa.schema(
+    [
+        pa.field("service_date", pa.date32(), nullable=False),
+        pa.field("encounter_id", pa.string()),
+        pa.field("claim_submitter_identifier", pa.string()),
+        pa.field("reason_codes", pa.string()),  # comma-separated ReasonCode values
+        pa.field("fields", pa.string()),  # comma-separated fields at fault
+        pa.field("messages", pa.string()),  # " | "-separated, free of PHI
+        pa.field("code_set", pa.string()),
+    ]
+)
+
+DELIVERY_SCHEMA = pa.schema(
+    [
+        pa.field("service_date", pa.date32(), nullable=False),
+        pa.field("provider_npi", pa.string(), nullable=False),
+        pa.field("claim_submitter_identifier", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # sent|unchanged|rejected|pending|dry_run
+        pa.field("claim_id", pa.int64()),
+        pa.field("content_hash", pa.string()),
+        pa.field("reason", pa.string()),  # scrubbed server message for rejected/pending
+    ]
+)
+
+
+class PartitionStore:
+    """Per-partition Parquet files of the pipeline's assets under one root."""
+
+    def __init__(self, root: str):
+        if "://" in root:
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(root)
+            except (pa.ArrowInvalid, OSError) as error:
+                raise ConfigurationError(
+                    f"CLAIMS_DATA_DIR is not a usable location: {error}"
+                ) from None
+            self.local = False
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.root = os.path.abspath(os.path.expanduser(root))
+            self.local = True
+            _make_private_dir(self.root)
+
+    def path(self, asset: str, partition: str) -> str:
+        return f"{self.root}/{asset}/{partition}.parquet"
+
+    def exists(self, asset: str, partition: str) -> bool:
+        return self.fs.get_file_info(self.path(asset, partition)).type == pafs.FileType.File
+
+    @contextmanager
+    def writer(self, asset: str, partition: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer for one partition; the file appears only when the block succeeds."""
+        final = self.path(asset, partition)
+        directory = f"{self.root}/{asset}"
+        if self.local:
+            _make_private_dir(directory)
+        else:
+            self.fs.create_dir(directory, recursive=True)
+        temporary = f"{directory}/.{partition}.{uuid.uuid4().hex}.tmp"
+        try:
+            with pq.ParquetWriter(temporary, schema, filesystem=self.fs, compression="zstd") as out:
+                yield out
+            if self.local:
+                os.chmod(temporary, 0o600)
+            self.fs.move(temporary, final)
+        except BaseException:
+            if self.fs.get_file_info(temporary).type == pafs.FileType.File:
+                self.fs.delete_file(temporary)
+            raise
+
+    def read_batches(
+        self, asset: str, partition: str, batch_size: int = 20_000, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream one partition's rows; a missing partition names the asset to run first."""
+        path = self.path(asset, partition)
+        try:
+            source = self.fs.open_input_file(path)
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"No stored data for {asset} partition {partition} under CLAIMS_DATA_DIR: "
+                f"materialize {asset} for that day first."
+            ) from None
+        with source:
+            yield from pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=columns)
+
+    def read_table(self, asset: str, partition: str) -> pa.Table:
+        return pa.Table.from_batches(
+            list(self.read_batches(asset, partition)),
+            schema=pq.read_schema(self.path(asset, partition), filesystem=self.fs),
+        )
+
+    def partitions(self, asset: str) -> list[str]:
+        """Partition keys stored for an asset, sorted."""
+        selector = pafs.FileSelector(f"{self.root}/{asset}", allow_not_found=True)
+        return sorted(
+            info.base_name.removesuffix(".parquet")
+            for info in self.fs.get_file_info(selector)
+            if info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
+        )
+
+    def delete_before(self, asset: str, cutoff: date) -> list[str]:
+        """Delete the asset's partitions whose date is before ``cutoff``; return their keys."""
+        removed = []
+        for key in self.partitions(asset):
+            try:
+                day = date.fromisoformat(key)
+            except ValueError:
+                continue
+            if day < cutoff:
+                self.fs.delete_file(self.path(asset, key))
+                removed.append(key)
+        return removed
+
+
+def _make_private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)

@@ -1,0 +1,68 @@
+from sqlalchemy import insert, select, update
+
+from claims_pipeline.delivery.ledger import (
+    SCHEMA_VERSION,
+    Acknowledgement,
+    DeliveryLedger,
+    ledger_table,
+    schema_table,
+)
+from claims_pipeline.errors import ConfigurationError
+
+
+def ack(key, content_hash="h1", claim_id=1, npi="1234567893"):
+    return Acknowledgement(npi, key, content_hash, claim_id, "2026-11-20")
+
+
+def test_records_and_looks_up_per_tenant(tmp_path):
+    ledger = DeliveryLedger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    ledger.record(7, [ack("A-1", "h1", 10), ack("A-2", "h2", 11)], run_id="run-1")
+    ledger.record(8, [ack("A-1", "other", 99)], run_id="run-2")
+    found = ledger.lookup(7, [("1234567893", "A-1"), ("1234567893", "A-2"), ("1234567893", "A-3")])
+    assert {k: (v.content_hash, v.claim_id) for k, v in found.items()} == {
+        ("1234567893", "A-1"): ("h1", 10),
+        ("1234567893", "A-2"): ("h2", 11),
+    }
+    assert ledger.lookup(8, [("1234567893", "A-1")])[("1234567893", "A-1")].claim_id == 99
+
+
+def test_re_recording_updates_hash_and_keeps_first_sent(tmp_path):
+    ledger = DeliveryLedger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    ledger.record(7, [ack("A-1", "h1", 10)], run_id="run-1")
+    with ledger.engine.connect() as conn:
+        first = conn.execute(select(ledger_table.c.first_sent_at)).scalar_one()
+    ledger.record(7, [ack("A-1", "h2", 10)], run_id="run-2")
+    with ledger.engine.connect() as conn:
+        row = conn.execute(select(ledger_table)).one()
+    assert (row.content_hash, row.run_id, row.first_sent_at) == ("h2", "run-2", first)
+    assert row.last_sent_at >= first
+    assert ledger.count(7) == 1
+
+
+def test_lookup_handles_more_keys_than_one_query_binds(tmp_path):
+    ledger = DeliveryLedger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    ledger.record(1, [ack(f"K-{i}", claim_id=i) for i in range(1500)], run_id="r")
+    found = ledger.lookup(1, [("1234567893", f"K-{i}") for i in range(2000)])
+    assert len(found) == 1500
+
+
+def test_reopening_keeps_rows_and_version(tmp_path):
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    DeliveryLedger(url).record(1, [ack("A-1")], run_id="r")
+    reopened = DeliveryLedger(url)
+    assert reopened.count(1) == 1
+    with reopened.engine.connect() as conn:
+        assert conn.execute(select(schema_table.c.version)).scalars().all() == [SCHEMA_VERSION]
+
+
+def test_a_ledger_from_a_newer_release_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    ledger = DeliveryLedger(url)
+    with ledger.engine.begin() as conn:
+        conn.execute(update(schema_table).values(version=SCHEMA_VERSION + 1))
+    try:
+        DeliveryLedger(url)
+    except ConfigurationError as error:
+        assert "CLAIMS_LEDGER_URL" in str(error)
+    else:
+        raise AssertionError("a newer ledger schema must be refused")

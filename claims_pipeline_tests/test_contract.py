@@ -1,0 +1,115 @@
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from claims_pipeline.contract import (
+    CHARGE_LINE_FIELDS,
+    CLAIM_FIELDS,
+    Claim,
+    ImportRequest,
+    ImportResponse,
+    canonical_json,
+    claim_to_wire,
+    content_hash,
+)
+
+WIRE_CLAIM = {
+    "patient_name": "Jane Roe",
+    "patient_dob": "1985-04-12",
+    "patient_gender": "F",
+    "provider_name": "Dr. Smith",
+    "provider_address": "123 Medical Dr, Suite 100, San Francisco, CA 94102",
+    "provider_npi": "1234567893",
+    "patient_member_id": "MEM987654",
+    "payer_name": "Aetna",
+    "claim_submitter_identifier": "CLM-2026-001",
+    "facility_code_value": "11",
+    "icd_codes": ["M54.50", "G89.29"],
+    "visit_number": "V12345",
+    "payer_phone_number": "+18005551234",
+    "charge_lines": [
+        {
+            "hcpcs_code": "99213",
+            "monetary_amount": 150.1,
+            "units": 1,
+            "diagnosis_code_pointers": ["1", "2"],
+            "service_date_from": "2026-03-01",
+            "service_date_to": "2026-03-01",
+            "modifiers": ["25"],
+        }
+    ],
+}
+
+
+def test_field_names_are_exactly_the_api_contract():
+    assert set(CLAIM_FIELDS) == {
+        "patient_name", "patient_dob", "patient_gender", "provider_name", "provider_address",
+        "provider_npi", "patient_member_id", "payer_name", "claim_submitter_identifier",
+        "facility_code_value", "icd_codes", "visit_number", "payer_phone_number", "charge_lines",
+    }
+    assert set(CHARGE_LINE_FIELDS) == {
+        "hcpcs_code", "monetary_amount", "units", "diagnosis_code_pointers",
+        "service_date_from", "service_date_to", "modifiers",
+    }
+
+
+def test_round_trip_keeps_money_exact_inside_and_numbers_on_the_wire():
+    claim = Claim.model_validate(WIRE_CLAIM)
+    line = claim.charge_lines[0]
+    assert line.monetary_amount == Decimal("150.1")
+    assert isinstance(line.monetary_amount, Decimal)
+    assert claim.patient_dob == date(1985, 4, 12)
+    wire = claim_to_wire(claim)
+    assert wire == WIRE_CLAIM
+    text = json.dumps(wire)
+    assert '"monetary_amount": 150.1' in text and '"units": 1' in text
+    assert '"patient_dob": "1985-04-12"' in text
+
+
+def test_decimal_amounts_serialise_as_json_numbers():
+    claim = Claim.model_validate(
+        WIRE_CLAIM | {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": "99.99"}]}
+    )
+    assert claim_to_wire(claim)["charge_lines"][0]["monetary_amount"] == 99.99
+
+
+def test_optional_modifiers_are_left_out_when_absent():
+    line = {k: v for k, v in WIRE_CLAIM["charge_lines"][0].items() if k != "modifiers"}
+    wire = claim_to_wire(Claim.model_validate(WIRE_CLAIM | {"charge_lines": [line]}))
+    assert "modifiers" not in wire["charge_lines"][0]
+
+
+def test_request_and_response_models():
+    request = ImportRequest.model_validate({"claims": [WIRE_CLAIM]})
+    assert request.claims[0].claim_submitter_identifier == "CLM-2026-001"
+    response = ImportResponse.model_validate_json(
+        '{"success": true, "claim_ids": [7], "total_claims": 1}'
+    )
+    assert response.claim_ids == [7]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"claim_submitter_identifier": "X" * 21},
+        {"provider_npi": "12345"},
+        {"patient_dob": "1985-13-40"},
+        {"facility_code_value": "1"},
+        {"charge_lines": []},
+        {"unexpected": "field"},
+    ],
+)
+def test_shape_errors_are_refused(change):
+    with pytest.raises(ValidationError):
+        Claim.model_validate(WIRE_CLAIM | change)
+
+
+def test_content_hash_is_canonical():
+    reordered = dict(reversed(list(WIRE_CLAIM.items())))
+    assert content_hash(reordered) == content_hash(WIRE_CLAIM)
+    assert canonical_json(reordered) == canonical_json(WIRE_CLAIM)
+    changed = WIRE_CLAIM | {"icd_codes": ["M54.50"]}
+    assert content_hash(changed) != content_hash(WIRE_CLAIM)
