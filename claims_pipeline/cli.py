@@ -28,7 +28,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     from claims_pipeline.emulator.__main__ import main as emulator_main
 
-    return emulator_main(args.emulator_args) or 0
+    return emulator_main(args.emulator_args, prog="claims-pipeline emulator") or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run the local claims-import API emulator (options: claims-pipeline emulator -h).",
         add_help=False,
     )
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
     emulator.set_defaults(handler=_emulator)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        args.emulator_args = extra  # the emulator parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except ClaimsPipelineError as error:

@@ -46,13 +46,29 @@ WIRE_CLAIM = {
 
 def test_field_names_are_exactly_the_api_contract():
     assert set(CLAIM_FIELDS) == {
-        "patient_name", "patient_dob", "patient_gender", "provider_name", "provider_address",
-        "provider_npi", "patient_member_id", "payer_name", "claim_submitter_identifier",
-        "facility_code_value", "icd_codes", "visit_number", "payer_phone_number", "charge_lines",
+        "patient_name",
+        "patient_dob",
+        "patient_gender",
+        "provider_name",
+        "provider_address",
+        "provider_npi",
+        "patient_member_id",
+        "payer_name",
+        "claim_submitter_identifier",
+        "facility_code_value",
+        "icd_codes",
+        "visit_number",
+        "payer_phone_number",
+        "charge_lines",
     }
     assert set(CHARGE_LINE_FIELDS) == {
-        "hcpcs_code", "monetary_amount", "units", "diagnosis_code_pointers",
-        "service_date_from", "service_date_to", "modifiers",
+        "hcpcs_code",
+        "monetary_amount",
+        "units",
+        "diagnosis_code_pointers",
+        "service_date_from",
+        "service_date_to",
+        "modifiers",
     }
 
 
@@ -71,7 +87,8 @@ def test_round_trip_keeps_money_exact_inside_and_numbers_on_the_wire():
 
 def test_decimal_amounts_serialise_as_json_numbers():
     claim = Claim.model_validate(
-        WIRE_CLAIM | {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": "99.99"}]}
+        WIRE_CLAIM
+        | {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": "99.99"}]}
     )
     assert claim_to_wire(claim)["charge_lines"][0]["monetary_amount"] == 99.99
 

@@ -6,6 +6,4 @@ import dagster as dg
 
 # BackfillPolicy.single_run() is what makes a UI backfill one run (DESIGN.md); dagster marks
 # the parameter beta. We depend on it deliberately, so its warning is not news to operators.
-warnings.filterwarnings(
-    "ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning
-)
+warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning)

@@ -1,7 +1,6 @@
 """``claims`` and ``claim_rejections``: every extracted encounter becomes either a validated,
 API-shaped claim or a rejection that says why, and the quality gates that guard posting."""
 
-
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
@@ -11,9 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import pyarrow as pa
 import pyarrow.compute as pc
+from dagster import AssetExecutionContext
 
 from claims_pipeline import settings
 from claims_pipeline.contract import canonical_json
@@ -191,7 +190,9 @@ def build_claims_assets(
             "code_set": CODE_SET_RELEASE,
         }
     totals = range_totals(claim_figures)
-    overall_rate = totals.get("rejected", 0) / totals["encounters"] if totals.get("encounters") else 0
+    overall_rate = (
+        totals.get("rejected", 0) / totals["encounters"] if totals.get("encounters") else 0
+    )
     limit = quality_gates.max_rejection_rate
     days_over = [
         key

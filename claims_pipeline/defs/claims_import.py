@@ -1,7 +1,6 @@
 """``claims_import``: deliver each day's claims to the import API, idempotently, and record for
 every claim its claim_id and whether it was sent, unchanged, rejected by the API or pending."""
 
-
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -94,27 +93,31 @@ def claims_import(
     client = None
     with ExitStack() as files:
         results_out = {
-            day: RowBuffer(files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA)
+            day: RowBuffer(
+                files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA
+            )
             for day in days
         }
         dry_run_sink = None
         if config.dry_run:
-            payload_path = f"{store.root}/{ASSET}_dry_run/{context.run_id}.jsonl"
+            payload_path = f"{store.root}/{ASSET}_dry_run/{context.run.run_id}.jsonl"
             store.fs.create_dir(payload_path.rsplit("/", 1)[0], recursive=True)
             payload_file = files.enter_context(store.fs.open_output_stream(payload_path))
             dry_run_sink = lambda body: payload_file.write(body + b"\n")  # noqa: E731
             context.log.info(f"claims_import: dry run, payloads written to {payload_path}")
         else:
             client = files.enter_context(claims_api.client())
-        done = 0
-        for result in deliver(
-            outgoing_claims(store, days),
-            ledger=ledger,
-            tenant_id=claims_api.tenant_id,
-            run_id=context.run_id,
-            client=client,
-            options=options,
-            dry_run_sink=dry_run_sink,
+        for done, result in enumerate(
+            deliver(
+                outgoing_claims(store, days),
+                ledger=ledger,
+                tenant_id=claims_api.tenant_id,
+                run_id=context.run.run_id,
+                client=client,
+                options=options,
+                dry_run_sink=dry_run_sink,
+            ),
+            start=1,
         ):
             claim = result.claim
             outcomes[claim.partition_key][result.outcome.value] += 1
@@ -131,7 +134,6 @@ def claims_import(
                     "reason": result.reason,
                 }
             )
-            done += 1
             if done % PROGRESS_EVERY_CLAIMS == 0:
                 context.log.info(f"claims_import: {done} claims processed so far")
         for out in results_out.values():

@@ -1,14 +1,13 @@
 """``ehr_encounters``: billable encounter lines of each date of service, streamed from the EHR
 into one Parquet file per day."""
 
-
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import pyarrow.compute as pc
+from dagster import AssetExecutionContext
 
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
 from claims_pipeline.defs.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals

@@ -20,7 +20,6 @@ from claims_pipeline.defs.partitions import daily_partitions
 claims_sync = dg.define_asset_job(
     "claims_sync",
     selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
-    partitions_def=daily_partitions,
     description="Extract, validate and deliver the claims of a range of dates of service.",
 )
 

@@ -32,6 +32,10 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 log = logging.getLogger(__name__)
 
+# Retry notices go through the standard logging module (stamina would otherwise pick structlog
+# and print to stdout, outside the orchestrator's log capture). They name only the exception.
+stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.LoggingOnRetryHook])
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

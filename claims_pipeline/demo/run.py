@@ -79,8 +79,8 @@ def run_demo(days: int = 7, encounters_per_day: int = 60) -> int:
 def _run_claims_sync(first: date, last: date) -> tuple[bool, str | None]:
     import dagster as dg
 
-    from claims_pipeline.defs.schedules import range_tags
     from claims_pipeline.definitions import defs
+    from claims_pipeline.defs.schedules import range_tags
 
     job = defs.resolve_job_def("claims_sync")
     with dg.DagsterInstance.get() as instance:

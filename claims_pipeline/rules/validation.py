@@ -8,7 +8,7 @@ also satisfies the contract (a property test holds this).
 
 Messages never contain patient data: no name, date of birth, member id, address or date of
 service. They may quote codes (ICD, HCPCS, place of service, modifiers, pointers), the provider
-NPI and line amounts, and quote a malformed value only when it looks like a code (see
+NPI and line amounts; a malformed value is quoted only when it looks like a code (see
 :func:`_quote`), so that a broken column mapping cannot copy a patient's name into a message.
 
 Missing values (None or blank) are ``missing_field`` wherever the rule table does not name a
@@ -49,25 +49,21 @@ _ICD = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
 # CPT category I | category II (F) / III (T) / PLA (U) | HCPCS level II (A-V + 4 digits)
 _HCPCS = re.compile(r"[0-9]{5}|[0-9]{4}[FTU]|[A-V][0-9]{4}")
 _MODIFIER = re.compile(r"[A-Z0-9]{2}")
-_QUOTABLE = re.compile(r"[A-Z0-9.]{1,10}")
+# What a code looks like, loosely: letters, then a digit, then letters or digits, at most one
+# dot, at most 8 characters. Names never match (no digit); dates and member ids rarely do.
+_CODE_LIKE = re.compile(r"[A-Za-z]*[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)?")
+_MAX_QUOTED = 8
 _CENT = Decimal("0.01")
 _NPI_PREFIX = "80840"  # ISO 7812 issuer prefix for US health applications
-
-_REQUIRED_TEXT = (
-    "patient_name",
-    "provider_name",
-    "provider_address",
-    "patient_member_id",
-    "payer_name",
-    "visit_number",
-)
 
 
 def _quote(value: Any) -> str:
     """A value safe to put in a message: codes as they are, anything else only by its shape
     (a patient's name in a code column must not reach the rejection log)."""
     if isinstance(value, str):
-        return value if _QUOTABLE.fullmatch(value) else f"(a {len(value)}-character value)"
+        if len(value) <= _MAX_QUOTED and _CODE_LIKE.fullmatch(value):
+            return value
+        return f"(a {len(value)}-character value)"
     return f"(a value of type {type(value).__name__})"
 
 

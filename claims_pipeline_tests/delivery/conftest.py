@@ -15,7 +15,11 @@ from claims_pipeline_tests.emulator.factories import API_KEY, TENANT_ID, make_co
 
 #: Fast retries for tests: the same policy shape, shorter waits.
 FAST_RETRY = RetryPolicy(
-    attempts=8, deadline_seconds=30, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01,
+    attempts=8,
+    deadline_seconds=30,
+    wait_initial=0.01,
+    wait_max=0.05,
+    wait_jitter=0.01,
     retry_after_cap=0.2,
 )
 

@@ -52,7 +52,13 @@ def test_plain_http_is_refused_except_to_loopback(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["https://api.refactorbilling.com/", "http://127.0.0.1:8400", "http://localhost:1", "http://[::1]:80"]
+    "url",
+    [
+        "https://api.refactorbilling.com/",
+        "http://127.0.0.1:8400",
+        "http://localhost:1",
+        "http://[::1]:80",
+    ],
 )
 def test_https_and_loopback_http_are_accepted(url):
     assert check_base_url(url) == url.rstrip("/")
@@ -87,12 +93,16 @@ def test_wrong_key_stops_at_once_and_names_the_setting(emulator):
 
 
 def test_wrong_tenant_names_the_tenant_setting(emulator):
-    with ImportApiClient(emulator.url, API_KEY, TENANT_ID + 1, retry=FAST_RETRY) as api:
-        with pytest.raises(AuthenticationError, match="CLAIMS_TENANT_ID"):
-            api.post_batch(payloads(make_claims(1)))
+    with (
+        ImportApiClient(emulator.url, API_KEY, TENANT_ID + 1, retry=FAST_RETRY) as api,
+        pytest.raises(AuthenticationError, match="CLAIMS_TENANT_ID"),
+    ):
+        api.post_batch(payloads(make_claims(1)))
 
 
-@pytest.mark.parametrize("fault", ["status_429", "status_500", "status_503", "success_false", "drop_after_commit"])
+@pytest.mark.parametrize(
+    "fault", ["status_429", "status_500", "status_503", "success_false", "drop_after_commit"]
+)
 def test_transient_faults_are_retried_to_success(client, emulator, fault):
     emulator.set_faults(**{fault: 1.0, "max_faults": 2, "retry_after_seconds": 1})
     ids = client.post_batch(payloads(make_claims(5)))
@@ -114,7 +124,9 @@ def test_retry_after_is_honoured(client, emulator):
 def test_retries_are_bounded(emulator):
     emulator.set_faults(status_500=1.0)
     policy = FAST_RETRY.__class__(**{**FAST_RETRY.__dict__, "attempts": 3})
-    with ImportApiClient(emulator.url, API_KEY, TENANT_ID, max_requests_per_second=0, retry=policy) as api:
+    with ImportApiClient(
+        emulator.url, API_KEY, TENANT_ID, max_requests_per_second=0, retry=policy
+    ) as api:
         with pytest.raises(TransientApiError):
             api.post_batch(payloads(make_claims(1)))
         assert api.stats.requests == 3
@@ -138,7 +150,12 @@ def test_idempotency_key_header_is_derived_from_content(client, emulator):
 
 
 def test_connection_refused_is_a_transport_error(tmp_path):
-    with ImportApiClient("http://127.0.0.1:9", API_KEY, TENANT_ID, retry=FAST_RETRY.__class__(attempts=2, wait_initial=0.01, wait_jitter=0.01)) as api:
+    with ImportApiClient(
+        "http://127.0.0.1:9",
+        API_KEY,
+        TENANT_ID,
+        retry=FAST_RETRY.__class__(attempts=2, wait_initial=0.01, wait_jitter=0.01),
+    ) as api:
         with pytest.raises(httpx.TransportError):
             api.post_batch(payloads(make_claims(1)))
         assert api.stats.requests == 2

@@ -1,4 +1,4 @@
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from claims_pipeline.delivery.ledger import (
     SCHEMA_VERSION,

@@ -20,7 +20,11 @@ from claims_pipeline_tests.emulator.factories import (
 def outgoing(claims, day="2026-11-20"):
     return [
         OutgoingClaim(
-            day, c["provider_npi"], c["claim_submitter_identifier"], content_hash(c), canonical_json(c)
+            day,
+            c["provider_npi"],
+            c["claim_submitter_identifier"],
+            content_hash(c),
+            canonical_json(c),
         )
         for c in claims
     ]
@@ -90,7 +94,9 @@ def test_one_refused_claim_does_not_hold_back_its_batch(client, ledger, emulator
 
 def test_unacknowledged_batches_stay_pending_and_a_rerun_sends_only_them(emulator, ledger):
     policy = FAST_RETRY.__class__(**{**FAST_RETRY.__dict__, "attempts": 2})
-    with ImportApiClient(emulator.url, emulator.api_key, TENANT_ID, max_requests_per_second=0, retry=policy) as api:
+    with ImportApiClient(
+        emulator.url, emulator.api_key, TENANT_ID, max_requests_per_second=0, retry=policy
+    ) as api:
         claims = make_claims(30)
         run(claims[:10], api, ledger)
         emulator.set_faults(status_503=1.0)
@@ -116,8 +122,13 @@ def test_dry_run_sends_nothing_and_hands_over_the_exact_bodies(client, ledger, e
     bodies = []
     results = list(
         deliver(
-            outgoing(claims), ledger=ledger, tenant_id=TENANT_ID, run_id="dry", client=None,
-            options=DeliveryOptions(batch_size=10, dry_run=True), dry_run_sink=bodies.append,
+            outgoing(claims),
+            ledger=ledger,
+            tenant_id=TENANT_ID,
+            run_id="dry",
+            client=None,
+            options=DeliveryOptions(batch_size=10, dry_run=True),
+            dry_run_sink=bodies.append,
         )
     )
     assert by_outcome(results) == {Outcome.DRY_RUN: 15}
@@ -127,9 +138,11 @@ def test_dry_run_sends_nothing_and_hands_over_the_exact_bodies(client, ledger, e
 
 
 def test_wrong_key_fails_within_one_request(emulator, ledger):
-    with ImportApiClient(emulator.url, "not-the-key", TENANT_ID, retry=FAST_RETRY) as api:
-        with pytest.raises(AuthenticationError):
-            run(make_claims(50), api, ledger, max_in_flight=4)
+    with (
+        ImportApiClient(emulator.url, "not-the-key", TENANT_ID, retry=FAST_RETRY) as api,
+        pytest.raises(AuthenticationError),
+    ):
+        run(make_claims(50), api, ledger, max_in_flight=4)
     assert emulator.stats()["requests_total"] == 1
     assert ledger.count(TENANT_ID) == 0
 
@@ -137,8 +150,13 @@ def test_wrong_key_fails_within_one_request(emulator, ledger):
 def test_fault_mix_delivers_every_claim_once_with_bounded_reposts(client, ledger, emulator):
     claims = make_claims(600)
     emulator.set_faults(
-        seed=11, status_429=0.10, status_500=0.10, drop_after_commit=0.05, slow=0.02,
-        slow_seconds=0.2, retry_after_seconds=1,
+        seed=11,
+        status_429=0.10,
+        status_500=0.10,
+        drop_after_commit=0.05,
+        slow=0.02,
+        slow_seconds=0.2,
+        retry_after_seconds=1,
     )
     results = run(claims, client, ledger, batch_size=20, max_in_flight=4)
     assert by_outcome(results) == {Outcome.SENT: 600}

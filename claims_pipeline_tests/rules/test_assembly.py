@@ -218,7 +218,11 @@ def test_procedure_codes_are_stripped_and_upper_cased():
 def test_the_provider_comes_from_the_first_charge_line():
     rows = encounter_rows(
         [
-            {"provider_name": "Dr. Jones", "provider_npi": "1987654328", "provider_city": "Oakland"},
+            {
+                "provider_name": "Dr. Jones",
+                "provider_npi": "1987654328",
+                "provider_city": "Oakland",
+            },
             {"provider_name": "Dr. Smith", "provider_npi": "1234567893"},
         ]
     )
@@ -329,4 +333,3 @@ def test_format_provider_address(parts, address):
 )
 def test_format_place_of_service(raw, pos):
     assert format_place_of_service(raw) == pos
-

@@ -20,7 +20,7 @@ def test_release_is_read_from_the_data_file_the_library_loads():
     loaded = load_icd_code_set().simple_icd_10_cm._classification_data_package_file_name
     match = re.search(r"-([A-Za-z]+)-(?:\d{1,2}-)?(\d{4})\.xml$", loaded)
     assert match is not None
-    assert CODE_SET_RELEASE == f"ICD-10-CM {match[1]} {match[2]}"
+    assert f"ICD-10-CM {match[1]} {match[2]}" == CODE_SET_RELEASE
 
 
 def test_importing_the_rules_loads_neither_dagster_nor_the_code_set():
