@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -55,12 +56,16 @@ class Pipeline:
 YESTERDAY = date.today() - timedelta(days=1)
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
-    ehr_url = f"sqlite:///{tmp_path / 'ehr.sqlite'}"
-    seeded = seed_demo(ehr_url, days=3, encounters_per_day=40)
+@contextmanager
+def running_pipeline(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, days: int = 3, encounters_per_day: int = 40
+) -> Iterator[Pipeline]:
+    """A seeded EHR of ``days`` days ending yesterday, a live emulator, an ephemeral instance,
+    and the environment pointing the code location at them."""
+    ehr_url = f"sqlite:///{directory / 'ehr.sqlite'}"
+    seeded = seed_demo(ehr_url, days=days, encounters_per_day=encounters_per_day)
     config = EmulatorConfig(
-        db_path=tmp_path / "emulator.sqlite", api_key=API_KEY, tenant_id=TENANT_ID
+        db_path=directory / "emulator.sqlite", api_key=API_KEY, tenant_id=TENANT_ID
     )
     with running_emulator(config) as emulator, dg.DagsterInstance.ephemeral() as instance:
         for name, value in {
@@ -68,7 +73,13 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeli
             "CLAIMS_API_URL": emulator.url,
             "CLAIMS_API_KEY": API_KEY,
             "CLAIMS_TENANT_ID": str(TENANT_ID),
-            "CLAIMS_DATA_DIR": str(tmp_path / "data"),
+            "CLAIMS_DATA_DIR": str(directory / "data"),
         }.items():
             monkeypatch.setenv(name, value)
-        yield Pipeline(emulator, seeded, tmp_path / "data", instance)
+        yield Pipeline(emulator, seeded, directory / "data", instance)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+    with running_pipeline(tmp_path, monkeypatch) as running:
+        yield running

@@ -8,6 +8,7 @@ from claims_pipeline.delivery.ledger import (
     schema_table,
 )
 from claims_pipeline.errors import ConfigurationError
+from claims_pipeline_tests.databases import fresh_database_fixture
 
 
 def ack(key, content_hash="h1", claim_id=1, npi="1234567893"):
@@ -66,3 +67,20 @@ def test_a_ledger_from_a_newer_release_is_refused(tmp_path):
         assert "CLAIMS_LEDGER_URL" in str(error)
     else:
         raise AssertionError("a newer ledger schema must be refused")
+
+
+ledger_engine = fresh_database_fixture("ledger_engine", scope="function")
+
+
+def test_ledger_on_every_database(ledger_engine):
+    """SQLite by default, PostgreSQL in production, MySQL/MariaDB where a practice has it."""
+    url = ledger_engine.url.render_as_string(hide_password=False)
+    ledger = DeliveryLedger(url)
+    ledger.record(3, [ack(f"K-{i}", f"h{i}", 100 + i) for i in range(450)], run_id="r1")
+    ledger.record(3, [ack("K-0", "changed", 100)], run_id="r2")
+    found = ledger.lookup(3, [("1234567893", f"K-{i}") for i in range(500)])
+    assert len(found) == 450
+    assert found[("1234567893", "K-0")].content_hash == "changed"
+    assert found[("1234567893", "K-449")].claim_id == 549
+    assert DeliveryLedger(url).count(3) == 450  # reopened: schema kept, rows kept
+    ledger.dispose()
