@@ -18,9 +18,17 @@ from claims_pipeline import settings
 from claims_pipeline.contract import canonical_json
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
-from claims_pipeline.defs.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals
+from claims_pipeline.defs.reporting import (
+    ASSET_DEFAULTS,
+    column_schema,
+    counts_table,
+    markdown_table,
+    per_day_materializations,
+    range_totals,
+)
 from claims_pipeline.defs.resources import ClaimsStorage, QualityGates
 from claims_pipeline.defs.tables import RowBuffer
+from claims_pipeline.phi import claim_preview
 from claims_pipeline.rules import CODE_SET_RELEASE, ClaimResult, build_claims
 from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore
 
@@ -29,6 +37,7 @@ REJECTIONS = "claim_rejections"
 RATE_CHECK = "rejection_rate_within_limit"
 UNIQUE_CHECK = "claim_keys_unique"
 CONSERVED_CHECK = "encounters_conserved"
+PREVIEW_ROWS = 5
 #: Days with fewer encounters than this are judged only through the range's overall rate,
 #: so that one odd claim on a quiet Sunday does not block a whole night.
 MIN_ENCOUNTERS_FOR_DAILY_RATE = 20
@@ -78,11 +87,6 @@ def rejection_row(result: ClaimResult) -> dict[str, Any]:
     }
 
 
-def _table(counter: Counter, name: str) -> dg.MetadataValue:
-    rows = "\n".join(f"| {key} | {count} |" for key, count in counter.most_common())
-    return dg.MetadataValue.md(f"| {name} | count |\n|---|---|\n{rows}" if rows else "none")
-
-
 @dg.multi_asset(
     name="build_claims",
     specs=[
@@ -90,6 +94,7 @@ def _table(counter: Counter, name: str) -> dg.MetadataValue:
             CLAIMS,
             deps=[ENCOUNTERS],
             kinds={"parquet"},
+            metadata={"dagster/column_schema": column_schema(CLAIM_SCHEMA)},
             description=(
                 "API-shaped, validated claims of each date of service: exactly what is posted "
                 "(column `payload`), with key, payer, codes, amount and content hash. Contains "
@@ -101,6 +106,7 @@ def _table(counter: Counter, name: str) -> dg.MetadataValue:
             REJECTIONS,
             deps=[ENCOUNTERS],
             kinds={"parquet"},
+            metadata={"dagster/column_schema": column_schema(REJECTION_SCHEMA)},
             description=(
                 "Encounters that could not become a valid claim: claim key, reason codes, fields "
                 "and messages (no patient identifiers). Stored under "
@@ -141,12 +147,14 @@ def build_claims_assets(
     claim_figures: dict[str, dict[str, Any]] = {}
     rejection_figures: dict[str, dict[str, Any]] = {}
     all_reasons: Counter = Counter()
+    all_payers: Counter = Counter()
     unbalanced: list[str] = []
     for day in partition_days(context):
         key = day.isoformat()
         reasons: Counter = Counter()
         payers: Counter = Counter()
         dollars = Decimal(0)
+        preview: list[dict[str, Any]] = []
         with (
             store.writer(CLAIMS, key, CLAIM_SCHEMA) as claims_file,
             store.writer(REJECTIONS, key, REJECTION_SCHEMA) as rejections_file,
@@ -162,6 +170,8 @@ def build_claims_assets(
                     claims_out.append(row)
                     dollars += Decimal(row["total_amount"])
                     payers[row["payer_name"]] += 1
+                    if len(preview) < PREVIEW_ROWS:
+                        preview.append(claim_preview(result.wire))
                 else:
                     rejections_out.append(rejection_row(result))
                     reasons.update({p.code.value for p in result.problems})
@@ -172,6 +182,7 @@ def build_claims_assets(
             unbalanced.append(key)
         rate = rejections_out.rows / encounters if encounters else 0.0
         all_reasons.update(reasons)
+        all_payers.update(payers)
         claim_figures[key] = {
             "dagster/row_count": claims_out.rows,
             "claims": claims_out.rows,
@@ -179,14 +190,20 @@ def build_claims_assets(
             "rejected": rejections_out.rows,
             "rejection_rate": round(rate, 4),
             "billed_amount_usd": float(dollars),
-            "payer_mix": _table(payers, "payer"),
+            "summary": dg.MetadataValue.md(
+                f"**{key}**: {encounters} encounters, {claims_out.rows} valid claims "
+                f"(${dollars:,.2f} billed), {rejections_out.rows} held back "
+                f"({rate:.1%})."
+            ),
+            "payer_mix": counts_table(payers, "payer"),
+            "preview": markdown_table(preview),
         }
         rejection_figures[key] = {
             "dagster/row_count": rejections_out.rows,
             "rejected": rejections_out.rows,
             "encounters": encounters,
             "rejection_rate": round(rate, 4),
-            "reasons": _table(reasons, "reason_code"),
+            "reasons": counts_table(reasons, "reason_code"),
             "code_set": CODE_SET_RELEASE,
         }
     totals = range_totals(claim_figures)
@@ -204,11 +221,19 @@ def build_claims_assets(
         f"claims: {totals.get('claims', 0)} valid, {totals.get('rejected', 0)} rejected of "
         f"{totals.get('encounters', 0)} encounters; reasons: {dict(all_reasons.most_common())}"
     )
-    yield dg.MaterializeResult(asset_key=CLAIMS, metadata=totals)
+    yield dg.MaterializeResult(
+        asset_key=CLAIMS,
+        metadata=totals
+        | {"payer_mix": counts_table(all_payers, "payer")}
+        | {"billed_amount_usd": round(totals.get("billed_amount_usd", 0.0), 2)},
+    )
     yield dg.MaterializeResult(
         asset_key=REJECTIONS,
         metadata=range_totals(rejection_figures)
-        | {"rejection_rate": round(overall_rate, 4), "reasons": _table(all_reasons, "reason_code")},
+        | {
+            "rejection_rate": round(overall_rate, 4),
+            "reasons": counts_table(all_reasons, "reason_code"),
+        },
     )
     yield dg.AssetCheckResult(
         asset_key=CLAIMS,

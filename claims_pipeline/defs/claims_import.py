@@ -4,7 +4,7 @@ every claim its claim_id and whether it was sent, unchanged, rejected by the API
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -12,7 +12,12 @@ from dagster import AssetExecutionContext
 
 from claims_pipeline.defs.claims import CLAIMS, REJECTIONS, count_encounters
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
-from claims_pipeline.defs.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals
+from claims_pipeline.defs.reporting import (
+    ASSET_DEFAULTS,
+    column_schema,
+    per_day_materializations,
+    range_totals,
+)
 from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage
 from claims_pipeline.defs.tables import RowBuffer
 from claims_pipeline.delivery.ledger import DeliveryLedger
@@ -53,6 +58,10 @@ def _count_rows(store: PartitionStore, asset: str, day: str) -> int:
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="claims_api",
     kinds={"api", "parquet"},
+    metadata={"dagster/column_schema": column_schema(DELIVERY_SCHEMA)},
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        warn_window=timedelta(hours=26), fail_window=timedelta(hours=50)
+    ),
     description=(
         "Delivery result of each date of service: for every claim its claim_id and outcome "
         "(sent, unchanged, rejected by the API with its reason, pending). Stored under "
@@ -157,6 +166,11 @@ def claims_import(
             "dry_run": counts[Outcome.DRY_RUN],
             "claim_id_range": f"{min(ids)}-{max(ids)}" if ids else "none",
         }
+        figures[day]["summary"] = dg.MetadataValue.md(
+            f"**{day}**: {encounters} encounters: {counts[Outcome.SENT]} sent, "
+            f"{counts[Outcome.UNCHANGED]} unchanged, {counts[Outcome.REJECTED]} rejected by the "
+            f"API, {rejected_by_us} held back by validation, {counts[Outcome.PENDING]} pending."
+        )
         if encounters != sum(counts.values()) + rejected_by_us:
             unbalanced.append(day)
     totals = range_totals(figures)

@@ -10,7 +10,12 @@ import pyarrow.compute as pc
 from dagster import AssetExecutionContext
 
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
-from claims_pipeline.defs.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals
+from claims_pipeline.defs.reporting import (
+    ASSET_DEFAULTS,
+    column_schema,
+    per_day_materializations,
+    range_totals,
+)
 from claims_pipeline.defs.resources import ClaimsStorage, EhrDatabase
 from claims_pipeline.errors import SourceError
 from claims_pipeline.sources.base import to_record_batch
@@ -25,6 +30,7 @@ PROGRESS_EVERY_ROWS = 100_000
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"sql", "parquet"},
+    metadata={"dagster/column_schema": column_schema(LINE_SCHEMA)},
     description=(
         "Billable (finalized) encounters of each date of service, one row per charge line with "
         "the claim-level columns, as read from the EHR by the EHR_SCHEMA adapter. Contains PHI: "

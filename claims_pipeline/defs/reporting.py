@@ -4,10 +4,12 @@ partition's latest materialization tells the truth even in a ranged (single-run)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 ASSET_DEFAULTS: dict[str, Any] = {
     "owners": ["team:revenue-cycle-data"],
@@ -30,13 +32,49 @@ def per_day_materializations(
 
 
 def range_totals(figures_by_day: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Sum of the numeric figures over days, plus the range covered."""
+    """Sum of the counts and amounts over days (not rates), plus the range covered."""
     totals: dict[str, Any] = {}
     for figures in figures_by_day.values():
         for name, value in figures.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and not name.endswith("_rate")
+            ):
                 totals[name] = totals.get(name, 0) + value
     days = sorted(figures_by_day)
     if days:
         totals["partitions"] = f"{days[0]}...{days[-1]}" if len(days) > 1 else days[0]
     return totals
+
+
+def column_schema(
+    schema: pa.Schema, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
+    """``dagster/column_schema`` of a stored Parquet table."""
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=field.name,
+                type=str(field.type),
+                description=descriptions.get(field.name),
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in schema
+        ]
+    )
+
+
+def markdown_table(rows: list[Mapping[str, Any]]) -> dg.MetadataValue:
+    """A small Markdown table (previews, reason counts); ``none`` when empty."""
+    if not rows:
+        return dg.MetadataValue.md("none")
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row.get(name, "")) for name in header) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def counts_table(counter: Counter, name: str) -> dg.MetadataValue:
+    return markdown_table([{name: key, "count": count} for key, count in counter.most_common()])
