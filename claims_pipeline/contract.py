@@ -17,13 +17,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
 
-def _number(value: Decimal) -> int | float:
+def wire_number(value: Decimal) -> int | float:
     """A JSON number for a Decimal: integral values as ints, others as their shortest float."""
     return int(value) if value == value.to_integral_value() else float(value)
 
 
 WireDecimal = Annotated[
-    Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")
+    Decimal, PlainSerializer(wire_number, return_type=int | float, when_used="json")
 ]
 
 

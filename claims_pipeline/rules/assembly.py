@@ -78,13 +78,15 @@ def split_modifiers(raw: str | None) -> tuple[str, ...]:
     return tuple(part.upper() for part in _MODIFIER_SEPARATORS.split(raw) if part)
 
 
-def normalise_gender(raw: str | None) -> str:
+def normalise_gender(raw: str | None) -> Any:
     """``M``, ``F`` or ``U`` for the EHR's spelling of administrative sex. Missing, unknown and
     any other word (``Other``, ``Nonbinary``) are ``U``, which X12 always allows. A value that is
     not a word at all (digits, a date, punctuation) is returned as it came, for the validator to
     reject as ``gender_invalid``: it points at a broken column mapping rather than a patient."""
     if raw is None:
         return "U"
+    if not isinstance(raw, str):
+        return raw
     text = raw.strip()
     if not text:
         return "U"

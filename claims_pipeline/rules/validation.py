@@ -93,18 +93,15 @@ def _age(born: date, on: date) -> int:
 
 
 def _has_more_than_two_decimals(amount: Decimal) -> bool:
+    """Trailing zeros do not count: 150.000 is 150.00, 0.001 is not a cent amount."""
     try:
-        if amount == amount.quantize(_CENT):  # the common case, 3x cheaper than as_tuple
-            return False
-    except InvalidOperation:  # more digits than the context precision: decided exactly below
-        pass
-    _, digits, exponent = amount.as_tuple()
-    if not isinstance(exponent, int) or exponent >= -2:
-        return False
-    # Trailing zeros past the cents do not count (150.000 is 150.00); exact, unlike quantize or
-    # normalize, which round to the context precision.
-    excess = -2 - exponent
-    return any(digits[-excess:])
+        return amount != amount.quantize(_CENT)
+    except InvalidOperation:
+        # Too many digits to round within the context precision: look at the digits past the
+        # cents instead (slower, so only here).
+        _, digits, exponent = amount.as_tuple()
+        excess = -2 - int(exponent)
+        return excess > 0 and any(digits[-excess:])
 
 
 class _Findings:
@@ -118,25 +115,23 @@ class _Findings:
     def add(self, code: ReasonCode, field: str, message: str, line: int | None = None) -> None:
         self.problems.append(Problem(code, field, message, line))
 
-    def text(self, value: Any, field: str, line: int | None = None) -> bool:
-        """Record a problem unless ``value`` is present, trimmed text; True when it is."""
+    def text(self, value: Any, field: str) -> None:
+        """A ``missing_field`` problem unless ``value`` is present, trimmed text."""
         if isinstance(value, str) and value and value == value.strip():
-            return True
+            return
         if _is_blank(value):
-            self.add(ReasonCode.MISSING_FIELD, field, f"{field} is missing", line)
+            self.add(ReasonCode.MISSING_FIELD, field, f"{field} is missing")
         elif not isinstance(value, str):
-            self.add(ReasonCode.MISSING_FIELD, field, f"{field} is not text", line)
+            self.add(ReasonCode.MISSING_FIELD, field, f"{field} is not text")
         else:
-            self.add(
-                ReasonCode.MISSING_FIELD, field, f"{field} has leading or trailing spaces", line
-            )
-        return False
+            self.add(ReasonCode.MISSING_FIELD, field, f"{field} has leading or trailing spaces")
 
 
 def validate_claim(claim: Mapping[str, Any], *, today: date) -> list[Problem]:
     """Every broken rule of one assembled claim, claim-level fields first (in API field order),
     then each charge line in order; empty when the claim may be posted. ``today`` is the date
-    future service dates are measured against."""
+    future service dates are measured against. Only the API's fields are read; other keys are
+    ignored (and never reach the wire, see :func:`claims_pipeline.rules.wire_claim`)."""
     found = _Findings()
     lines = claim.get("charge_lines")
     uninsured = _is_blank(claim.get("payer_name")) and _is_blank(claim.get("patient_member_id"))
