@@ -22,6 +22,7 @@ from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage
 from claims_pipeline.defs.tables import RowBuffer
 from claims_pipeline.delivery.ledger import DeliveryLedger
 from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, OutgoingClaim, deliver
+from claims_pipeline.errors import AuthenticationError
 from claims_pipeline.storage import DELIVERY_SCHEMA, PartitionStore
 
 ASSET = "claims_import"
@@ -92,7 +93,7 @@ def claims_import(
     ledger = claims_storage.ledger()
     days = [day.isoformat() for day in partition_days(context)]
     outcomes = {day: Counter() for day in days}
-    claim_ids: dict[str, list[int]] = {day: [] for day in days}
+    id_ranges: dict[str, tuple[int, int]] = {}
     options = DeliveryOptions(
         batch_size=claims_api.batch_size,
         max_in_flight=claims_api.max_in_flight,
@@ -100,53 +101,61 @@ def claims_import(
         dry_run=config.dry_run,
     )
     client = None
-    with ExitStack() as files:
-        results_out = {
-            day: RowBuffer(
-                files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA
-            )
-            for day in days
-        }
-        dry_run_sink = None
-        if config.dry_run:
-            payload_path = f"{store.root}/{ASSET}_dry_run/{context.run.run_id}.jsonl"
-            store.fs.create_dir(payload_path.rsplit("/", 1)[0], recursive=True)
-            payload_file = files.enter_context(store.fs.open_output_stream(payload_path))
-            dry_run_sink = lambda body: payload_file.write(body + b"\n")  # noqa: E731
-            context.log.info(f"claims_import: dry run, payloads written to {payload_path}")
-        else:
-            client = files.enter_context(claims_api.client())
-        for done, result in enumerate(
-            deliver(
-                outgoing_claims(store, days),
-                ledger=ledger,
-                tenant_id=claims_api.tenant_id,
-                run_id=context.run.run_id,
-                client=client,
-                options=options,
-                dry_run_sink=dry_run_sink,
-            ),
-            start=1,
-        ):
-            claim = result.claim
-            outcomes[claim.partition_key][result.outcome.value] += 1
-            if result.claim_id is not None:
-                claim_ids[claim.partition_key].append(result.claim_id)
-            results_out[claim.partition_key].append(
-                {
-                    "service_date": date.fromisoformat(claim.partition_key),
-                    "provider_npi": claim.provider_npi,
-                    "claim_submitter_identifier": claim.claim_submitter_identifier,
-                    "outcome": result.outcome.value,
-                    "claim_id": result.claim_id,
-                    "content_hash": claim.content_hash,
-                    "reason": result.reason,
-                }
-            )
-            if done % PROGRESS_EVERY_CLAIMS == 0:
-                context.log.info(f"claims_import: {done} claims processed so far")
-        for out in results_out.values():
-            out.flush()
+    try:
+        with ExitStack() as files:
+            results_out = {
+                day: RowBuffer(
+                    files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA
+                )
+                for day in days
+            }
+            dry_run_sink = None
+            if config.dry_run:
+                payload_path = f"{store.root}/{ASSET}_dry_run/{context.run.run_id}.jsonl"
+                store.fs.create_dir(payload_path.rsplit("/", 1)[0], recursive=True)
+                payload_file = files.enter_context(store.fs.open_output_stream(payload_path))
+                dry_run_sink = lambda body: payload_file.write(body + b"\n")  # noqa: E731
+                context.log.info(f"claims_import: dry run, payloads written to {payload_path}")
+            else:
+                client = files.enter_context(claims_api.client())
+            for done, result in enumerate(
+                deliver(
+                    outgoing_claims(store, days),
+                    ledger=ledger,
+                    tenant_id=claims_api.tenant_id,
+                    run_id=context.run.run_id,
+                    client=client,
+                    options=options,
+                    dry_run_sink=dry_run_sink,
+                ),
+                start=1,
+            ):
+                claim = result.claim
+                outcomes[claim.partition_key][result.outcome.value] += 1
+                if result.claim_id is not None:
+                    low, high = id_ranges.get(claim.partition_key, (result.claim_id,) * 2)
+                    id_ranges[claim.partition_key] = (
+                        min(low, result.claim_id),
+                        max(high, result.claim_id),
+                    )
+                results_out[claim.partition_key].append(
+                    {
+                        "service_date": date.fromisoformat(claim.partition_key),
+                        "provider_npi": claim.provider_npi,
+                        "claim_submitter_identifier": claim.claim_submitter_identifier,
+                        "outcome": result.outcome.value,
+                        "claim_id": result.claim_id,
+                        "content_hash": claim.content_hash,
+                        "reason": result.reason,
+                    }
+                )
+                if done % PROGRESS_EVERY_CLAIMS == 0:
+                    context.log.info(f"claims_import: {done} claims processed so far")
+            for out in results_out.values():
+                out.flush()
+    except AuthenticationError as error:
+        # Wrong credentials are not transient: fail now, by name, without run retries.
+        raise dg.Failure(description=str(error), allow_retries=False) from None
 
     figures: dict[str, dict[str, Any]] = {}
     unbalanced = []
@@ -154,7 +163,7 @@ def claims_import(
         counts = outcomes[day]
         encounters = count_encounters(store, day)
         rejected_by_us = _count_rows(store, REJECTIONS, day)
-        ids = claim_ids[day]
+        ids = id_ranges.get(day)
         figures[day] = {
             "dagster/row_count": sum(counts.values()),
             "encounters": encounters,
@@ -164,7 +173,7 @@ def claims_import(
             "rejected_by_validation": rejected_by_us,
             "pending": counts[Outcome.PENDING],
             "dry_run": counts[Outcome.DRY_RUN],
-            "claim_id_range": f"{min(ids)}-{max(ids)}" if ids else "none",
+            "claim_id_range": f"{ids[0]}-{ids[1]}" if ids else "none",
         }
         figures[day]["summary"] = dg.MetadataValue.md(
             f"**{day}**: {encounters} encounters: {counts[Outcome.SENT]} sent, "

@@ -3,7 +3,8 @@ look-back window (late charges and corrections), in one run."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -39,19 +40,43 @@ def range_tags(first: date, last: date) -> dict[str, str]:
     }
 
 
-@dg.schedule(
-    name="nightly_claims_sync",
-    cron_schedule="0 2 * * *",
-    job=claims_sync,
-    execution_timezone=settings.require(settings.CLAIMS_TIMEZONE),
-    description="02:00 every night: yesterday plus CLAIMS_LOOKBACK_DAYS earlier days, one run.",
-)
-def nightly_claims_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    run_day = context.scheduled_execution_time.date()  # in execution_timezone
-    first_partition = daily_partitions.start.date()
-    if run_day - timedelta(days=1) < first_partition:
-        return dg.SkipReason(f"No partition before {first_partition} (CLAIMS_PARTITIONS_START).")
-    first, last = nightly_window(
-        run_day, settings.get_int(settings.CLAIMS_LOOKBACK_DAYS), first_partition
+def build_nightly_schedule(
+    timezone: str, lookback_days: int, first_partition: date
+) -> dg.ScheduleDefinition:
+    """``nightly_claims_sync`` for a timezone, look-back window and first partition: at 02:00 in
+    ``timezone``, one run of ``claims_sync`` over yesterday (in ``timezone``) and the
+    ``lookback_days`` before it. The run key is the last day covered, so a tick evaluated
+    twice (e.g. after a daemon restart) still launches one run."""
+    zone = ZoneInfo(timezone)
+
+    @dg.schedule(
+        name="nightly_claims_sync",
+        cron_schedule="0 2 * * *",
+        job=claims_sync,
+        execution_timezone=timezone,
+        description=(
+            f"02:00 ({timezone}) every night: yesterday plus {lookback_days} earlier days "
+            "(CLAIMS_LOOKBACK_DAYS), one run."
+        ),
     )
-    return dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))
+    def nightly_claims_sync(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        # The daemon passes the tick in execution_timezone; a caller may pass any instant.
+        instant = context.scheduled_execution_time or datetime.now(zone)
+        run_day = instant.astimezone(zone).date()
+        if run_day - timedelta(days=1) < first_partition:
+            return dg.SkipReason(
+                f"No partition before {first_partition} (CLAIMS_PARTITIONS_START)."
+            )
+        first, last = nightly_window(run_day, lookback_days, first_partition)
+        return dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))
+
+    return nightly_claims_sync
+
+
+nightly_claims_sync = build_nightly_schedule(
+    settings.require(settings.CLAIMS_TIMEZONE),
+    settings.get_int(settings.CLAIMS_LOOKBACK_DAYS),
+    daily_partitions.start.date(),
+)

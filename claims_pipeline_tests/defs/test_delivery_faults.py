@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from dagster._serdes import serialize_value
 
 from claims_pipeline_tests.defs.conftest import YESTERDAY, running_pipeline
 
@@ -146,3 +147,24 @@ def test_changing_one_charge_line_resends_exactly_that_claim(pipeline):
     assert {k: v["content"] for k, v in after.items() if k != key} == {
         k: v["content"] for k, v in before.items() if k != key
     }
+
+
+def test_a_wrong_key_fails_within_one_request_and_never_reaches_the_event_log(
+    pipeline, monkeypatch
+):
+    wrong_key = "wrong-key-7d2e91c4aa"
+    monkeypatch.setenv("CLAIMS_API_KEY", wrong_key)
+    result = pipeline.materialize(YESTERDAY)
+    assert not result.success
+    assert pipeline.emulator.stats()["requests_total"] == 1
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "CLAIMS_API_KEY" in failure.step_failure_data.error.message
+    logged = [
+        serialize_value(entry)
+        for run in pipeline.instance.get_runs()
+        for entry in pipeline.instance.all_logs(run.run_id)
+    ]
+    assert logged and not any(wrong_key in text for text in logged)
+    assert all(
+        wrong_key not in str(run.run_config) + str(run.tags) for run in pipeline.instance.get_runs()
+    )
