@@ -17,6 +17,7 @@ from dagster import AssetExecutionContext
 from claims_pipeline import settings
 from claims_pipeline.contract import canonical_json
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
+from claims_pipeline.defs.lineage import claims_lineage_metadata, column_schema_for_claims
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
 from claims_pipeline.defs.reporting import (
     ASSET_DEFAULTS,
@@ -94,7 +95,7 @@ def rejection_row(result: ClaimResult) -> dict[str, Any]:
             CLAIMS,
             deps=[ENCOUNTERS],
             kinds={"parquet"},
-            metadata={"dagster/column_schema": column_schema(CLAIM_SCHEMA)},
+            metadata={"dagster/column_schema": column_schema_for_claims()},
             description=(
                 "API-shaped, validated claims of each date of service: exactly what is posted "
                 "(column `payload`), with key, payer, codes, amount and content hash. Contains "
@@ -224,6 +225,7 @@ def build_claims_assets(
     yield dg.MaterializeResult(
         asset_key=CLAIMS,
         metadata=totals
+        | claims_lineage_metadata(settings.require(settings.EHR_SCHEMA))
         | {"payer_mix": counts_table(all_payers, "payer")}
         | {"billed_amount_usd": round(totals.get("billed_amount_usd", 0.0), 2)},
     )

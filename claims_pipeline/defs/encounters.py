@@ -9,10 +9,10 @@ import dagster as dg
 import pyarrow.compute as pc
 from dagster import AssetExecutionContext
 
+from claims_pipeline.defs.lineage import column_schema_for_lines, encounters_lineage_metadata
 from claims_pipeline.defs.partitions import daily_partitions, partition_days
 from claims_pipeline.defs.reporting import (
     ASSET_DEFAULTS,
-    column_schema,
     per_day_materializations,
     range_totals,
 )
@@ -30,7 +30,7 @@ PROGRESS_EVERY_ROWS = 100_000
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"sql", "parquet"},
-    metadata={"dagster/column_schema": column_schema(LINE_SCHEMA)},
+    metadata={"dagster/column_schema": column_schema_for_lines()},
     description=(
         "Billable (finalized) encounters of each date of service, one row per charge line with "
         "the claim-level columns, as read from the EHR by the EHR_SCHEMA adapter. Contains PHI: "
@@ -93,6 +93,10 @@ def ehr_encounters(
         f"ehr_encounters: {sum(lines.values())} charge lines of "
         f"{sum(encounters.values())} encounters over {len(days)} day(s)"
     )
-    metadata = range_totals(figures) | {"ehr_schema": source.name}
+    metadata = (
+        range_totals(figures)
+        | {"ehr_schema": source.name}
+        | encounters_lineage_metadata(source.name)
+    )
     yield dg.MaterializeResult(metadata=metadata)
     per_day_materializations(context, ASSET, figures)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
+    SharedValues,
     _as_date,
     _as_text,
     chunk_by_encounter,
@@ -188,7 +189,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 # Row kinds of the extract's single stream: an encounter's diagnosis rows sort before its lines.
 _DIAGNOSIS_ROW = 0
 _LINE_ROW = 1
-_MAX_FETCH_ROWS = 10_000
+# Rows per fetch of the server-side cursor: enough to amortise round trips; more would only
+# hold more driver rows beside the chunk being built.
+_MAX_FETCH_ROWS = 2_000
 
 
 def _window(start: date, end: date) -> list[sa.ColumnElement[bool]]:
@@ -342,58 +345,93 @@ def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
     return f"{name}, {credential}" if name and credential else name
 
 
-def _line_row(row: Mapping[str, Any], claim_diagnosis_codes: str | None) -> dict[str, Any]:
-    # A line that names its own rendering provider uses that provider's name and NPI even when
-    # the row it points at is missing: billing it under someone else's NPI would be wrong.
-    by_line = row["line_provider_id"] is not None
-    prefix = "line_provider_" if by_line else "provider_"
+def _encounter_values(
+    row: Mapping[str, Any], claim_diagnosis_codes: str | None, shared: SharedValues
+) -> dict[str, Any]:
+    """The claim-level columns, computed once per encounter: its lines hold the same objects."""
     return {
-        "service_date": _as_date(row["service_date"]),
+        "service_date": shared(_as_date(row["service_date"])),
         "encounter_id": str(row["encounter_key"]),
         "claim_submitter_identifier": f"{CLAIM_ID_PREFIX}{row['encounter_key']}",
         "visit_number": _as_text(row["visit_number"]),
         "patient_name": _joined(row["patient_first_name"], row["patient_last_name"]),
         "patient_dob": _as_date(row["date_of_birth"]),
-        "patient_gender": _as_text(row["sex"]),
+        "patient_gender": shared(_as_text(row["sex"])),
         "patient_member_id": _as_text(row["member_id"]),
-        "payer_name": _as_text(row["payer_name"]),
-        "payer_phone": _as_text(row["payer_phone"]),
-        "place_of_service": _as_text(row["encounter_pos"]) or _as_text(row["facility_pos"]),
-        "claim_diagnosis_codes": claim_diagnosis_codes,
-        "provider_name": _provider_name(
-            row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
+        "payer_name": shared(_as_text(row["payer_name"])),
+        "payer_phone": shared(_as_text(row["payer_phone"])),
+        "place_of_service": shared(_as_text(row["encounter_pos"]) or _as_text(row["facility_pos"])),
+        "claim_diagnosis_codes": shared(claim_diagnosis_codes),
+        "provider_street": shared(_as_text(row["street"])),
+        "provider_city": shared(_as_text(row["city"])),
+        "provider_state": shared(_as_text(row["state"])),
+        "provider_postal_code": shared(_as_text(row["postal_code"])),
+    }
+
+
+def _line_row(
+    row: Mapping[str, Any], encounter: Mapping[str, Any], shared: SharedValues
+) -> dict[str, Any]:
+    # A line that names its own rendering provider uses that provider's name and NPI even when
+    # the row it points at is missing: billing it under someone else's NPI would be wrong.
+    by_line = row["line_provider_id"] is not None
+    prefix = "line_provider_" if by_line else "provider_"
+    return {
+        "service_date": encounter["service_date"],
+        "encounter_id": encounter["encounter_id"],
+        "claim_submitter_identifier": encounter["claim_submitter_identifier"],
+        "visit_number": encounter["visit_number"],
+        "patient_name": encounter["patient_name"],
+        "patient_dob": encounter["patient_dob"],
+        "patient_gender": encounter["patient_gender"],
+        "patient_member_id": encounter["patient_member_id"],
+        "payer_name": encounter["payer_name"],
+        "payer_phone": encounter["payer_phone"],
+        "place_of_service": encounter["place_of_service"],
+        "claim_diagnosis_codes": encounter["claim_diagnosis_codes"],
+        "provider_name": shared(
+            _provider_name(
+                row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
+            )
         ),
-        "provider_npi": _as_text(row[prefix + "npi"]),
-        "provider_street": _as_text(row["street"]),
-        "provider_city": _as_text(row["city"]),
-        "provider_state": _as_text(row["state"]),
-        "provider_postal_code": _as_text(row["postal_code"]),
+        "provider_npi": shared(_as_text(row[prefix + "npi"])),
+        "provider_street": encounter["provider_street"],
+        "provider_city": encounter["provider_city"],
+        "provider_state": encounter["provider_state"],
+        "provider_postal_code": encounter["provider_postal_code"],
         "line_number": None if row["ordinal"] is None else int(row["ordinal"]),
-        "hcpcs_code": _as_text(row["hcpcs_code"]),
-        "modifiers": _as_text(row["modifiers"]),
-        "units": _units(row["units"]),
-        "line_amount": _as_text(row["line_amount"]),
-        "line_service_date_from": _as_date(row["service_date_from"]),
-        "line_service_date_to": _as_date(row["service_date_to"]),
-        "line_diagnosis_codes": _codes(row["diagnosis_codes"]),
+        "hcpcs_code": shared(_as_text(row["hcpcs_code"])),
+        "modifiers": shared(_as_text(row["modifiers"])),
+        "units": shared(_units(row["units"])),
+        "line_amount": shared(_as_text(row["line_amount"])),
+        "line_service_date_from": shared(_as_date(row["service_date_from"])),
+        "line_service_date_to": shared(_as_date(row["service_date_to"])),
+        "line_diagnosis_codes": shared(_codes(row["diagnosis_codes"])),
     }
 
 
 def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     """Fold each encounter's diagnosis rows into its claim_diagnosis_codes and yield its
     charge-line rows (there is always at least one: the charge join is an outer join)."""
+    # A chunk is mostly repeated values (codes, amounts, addresses): holding each once keeps a
+    # 50,000-row chunk about a third smaller.
+    shared = SharedValues()
     encounter_key: Any = object()
     codes: list[str] = []
+    encounter: dict[str, Any] | None = None
     for row in rows:
         if row["encounter_key"] != encounter_key:
             encounter_key = row["encounter_key"]
             codes = []
+            encounter = None
         if row["row_kind"] == _DIAGNOSIS_ROW:
             code = _as_text(row["diagnosis_code"])
             if code:
                 codes.append(code)
             continue
-        yield _line_row(row, ",".join(codes) or None)
+        if encounter is None:
+            encounter = _encounter_values(row, ",".join(codes) or None, shared)
+        yield _line_row(row, encounter, shared)
 
 
 class ReferenceSource:
