@@ -1,9 +1,11 @@
-"""The ``claims-pipeline`` command: demo, seed-demo, emulator (and more as they land)."""
+"""The ``claims-pipeline`` command: demo, seed-demo, emulator, check-source, purge (and more as
+they land)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date, timedelta
 
 from claims_pipeline.errors import ClaimsPipelineError
 
@@ -29,6 +31,73 @@ def _emulator(args: argparse.Namespace) -> int:
     from claims_pipeline.emulator.__main__ import main as emulator_main
 
     return emulator_main(args.emulator_args, prog="claims-pipeline emulator") or 0
+
+
+def _check_source(args: argparse.Namespace) -> int:
+    from claims_pipeline import settings
+    from claims_pipeline.sources.check import check_source
+
+    today = date.today()
+    first = args.window_from or today - timedelta(days=7)
+    last = args.window_to or today - timedelta(days=1)
+    if first > last:
+        print("error: --from is after --to.", file=sys.stderr)
+        return 2
+    schema = settings.get(settings.EHR_SCHEMA) or "reference"
+    report = check_source(
+        settings.ehr_database_url(),
+        schema,
+        settings.get(settings.EHR_QUERY_FILE),
+        first,
+        last + timedelta(days=1),
+    )
+    print(f"EHR_SCHEMA={report.schema} EHR_DATABASE_URL={report.database}")
+    print(f"window: dates of service {first} to {last}")
+    for finding in report.findings:
+        print(finding)
+    if report.ok:
+        print(
+            f"ok: the {report.schema} adapter can read this database; "
+            f"{report.encounter_count} billable encounter(s) in the window."
+        )
+        return 0
+    sys.stdout.flush()  # the report first, then the verdict
+    print(
+        f"check-source found {len(report.problems)} problem(s): fix them and run "
+        "claims-pipeline check-source again.",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from claims_pipeline import settings
+    from claims_pipeline.purge import describe, purge
+
+    today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    data_dir = args.data_dir or str(settings.data_dir())
+    report = purge(data_dir, args.older_than, today, dry_run=args.dry_run)
+    print(describe(report, args.older_than))
+    return 0
+
+
+def _age(text: str) -> timedelta:
+    from claims_pipeline.purge import parse_age
+
+    try:
+        return parse_age(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +126,43 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     emulator.set_defaults(handler=_emulator)
+
+    check = commands.add_parser(
+        "check-source",
+        help="Check that EHR_SCHEMA's adapter can read EHR_DATABASE_URL and count a window's "
+        "billable encounters (no patient data is printed). Exit code 1 on a problem.",
+    )
+    check.add_argument(
+        "--from",
+        dest="window_from",
+        type=_iso_date,
+        metavar="DATE",
+        help="first date of service (default: 7 days ago)",
+    )
+    check.add_argument(
+        "--to",
+        dest="window_to",
+        type=_iso_date,
+        metavar="DATE",
+        help="last date of service, inclusive (default: yesterday)",
+    )
+    check.set_defaults(handler=_check_source)
+
+    purge = commands.add_parser(
+        "purge",
+        help="Delete stored encounters, claim payloads and rejections whose date of service is "
+        "older than a retention period; the delivery ledger is kept (see README).",
+    )
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        type=_age,
+        metavar="AGE",
+        help="retention period, e.g. 90d or 12w",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    purge.add_argument("--data-dir", help="the data directory (default: CLAIMS_DATA_DIR)")
+    purge.set_defaults(handler=_purge)
     return parser
 
 
@@ -67,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         args.emulator_args = extra  # the emulator parses its own options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from claims_pipeline.storage import owner_only
+
     try:
-        return args.handler(args)
+        # Whatever a command creates (the demo's EHR and emulator databases, Dagster's
+        # storage, the data directory) is the owner's alone: it may hold PHI.
+        with owner_only():
+            return args.handler(args)
     except ClaimsPipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
