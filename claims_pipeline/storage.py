@@ -4,6 +4,9 @@
 pyarrow understands (``s3://bucket/prefix``, ``gs://...``), so steps on different machines see
 the same files with no code change. Layout: ``{root}/{asset}/{partition}.parquet``. Files are
 written to a temporary name and moved into place, so a killed step never leaves a half file.
+
+Locally, PHI at rest is owner-only whatever the process umask: directories ``0700``, files
+``0600`` from the moment they exist (:func:`private_file`, :func:`owner_only`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 
 import pyarrow as pa
@@ -19,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.phi import describe_error
 
 CLAIM_SCHEMA = pa.schema(
     [
@@ -71,7 +75,7 @@ class PartitionStore:
                 self.fs, self.root = pafs.FileSystem.from_uri(root)
             except (pa.ArrowInvalid, OSError) as error:
                 raise ConfigurationError(
-                    f"CLAIMS_DATA_DIR is not a usable location: {error}"
+                    f"CLAIMS_DATA_DIR is not a usable location: {describe_error(error)}"
                 ) from None
             self.local = False
         else:
@@ -96,16 +100,30 @@ class PartitionStore:
         else:
             self.fs.create_dir(directory, recursive=True)
         temporary = f"{directory}/.{partition}.{uuid.uuid4().hex}.tmp"
+        if self.local:
+            private_file(temporary)  # owner-only before the first byte is written
         try:
             with pq.ParquetWriter(temporary, schema, filesystem=self.fs, compression="zstd") as out:
                 yield out
-            if self.local:
-                os.chmod(temporary, 0o600)
             self.fs.move(temporary, final)
         except BaseException:
             if self.fs.get_file_info(temporary).type == pafs.FileType.File:
                 self.fs.delete_file(temporary)
             raise
+
+    @contextmanager
+    def private_output(self, directory: str, name: str) -> Iterator[pa.NativeFile]:
+        """A binary output stream for ``{root}/{directory}/{name}`` (such as a dry run's
+        payloads): locally the directory is ``0700`` and the file ``0600`` before any byte."""
+        folder = f"{self.root}/{directory}"
+        path = f"{folder}/{name}"
+        if self.local:
+            _make_private_dir(folder)
+            private_file(path)
+        else:
+            self.fs.create_dir(folder, recursive=True)
+        with self.fs.open_output_stream(path) as stream:
+            yield stream
 
     def read_batches(
         self, asset: str, partition: str, batch_size: int = 20_000, columns: list[str] | None = None
@@ -154,3 +172,25 @@ class PartitionStore:
 def _make_private_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Make ``path`` an owner-only (``0600``) file: created empty if absent, else chmod-ed
+    (a file owned by someone else is left as it is). SQLite gives its ``-wal``/``-shm``/
+    ``-journal`` files the database file's permissions, so this covers those too."""
+    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(descriptor)
+    with suppress(PermissionError):
+        os.chmod(path, 0o600)
+
+
+@contextmanager
+def owner_only() -> Iterator[None]:
+    """Run the block with umask ``077``: every file and directory it creates (SQLite
+    databases, Dagster's storage, a subprocess's files) is the owner's alone. The umask is
+    per process: use it around a whole command, not inside threads of a long-lived server."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)

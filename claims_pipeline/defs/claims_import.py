@@ -111,9 +111,9 @@ def claims_import(
             }
             dry_run_sink = None
             if config.dry_run:
-                payload_path = f"{store.root}/{ASSET}_dry_run/{context.run.run_id}.jsonl"
-                store.fs.create_dir(payload_path.rsplit("/", 1)[0], recursive=True)
-                payload_file = files.enter_context(store.fs.open_output_stream(payload_path))
+                payload_dir, payload_name = f"{ASSET}_dry_run", f"{context.run.run_id}.jsonl"
+                payload_path = f"{store.root}/{payload_dir}/{payload_name}"
+                payload_file = files.enter_context(store.private_output(payload_dir, payload_name))
                 dry_run_sink = lambda body: payload_file.write(body + b"\n")  # noqa: E731
                 context.log.info(f"claims_import: dry run, payloads written to {payload_path}")
             else:
@@ -154,7 +154,11 @@ def claims_import(
             for out in results_out.values():
                 out.flush()
     except AuthenticationError as error:
-        # Wrong credentials are not transient: fail now, by name, without run retries.
+        # Wrong credentials are not transient: fail now, by name, and tell the run-retry
+        # daemon (dagster.yaml run_retries) not to try again with the same key.
+        context.instance.add_run_tags(
+            context.run.run_id, {"dagster/retry_on_asset_or_op_failure": "false"}
+        )
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
     figures: dict[str, dict[str, Any]] = {}

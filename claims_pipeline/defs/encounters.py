@@ -17,7 +17,8 @@ from claims_pipeline.defs.reporting import (
     range_totals,
 )
 from claims_pipeline.defs.resources import ClaimsStorage, EhrDatabase
-from claims_pipeline.errors import SourceError
+from claims_pipeline.errors import ClaimsPipelineError, SourceError
+from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.base import to_record_batch
 from claims_pipeline.sources.lines import LINE_SCHEMA
 
@@ -79,6 +80,12 @@ def ehr_encounters(
                 before, total = total, total + batch.num_rows
                 if total // PROGRESS_EVERY_ROWS > before // PROGRESS_EVERY_ROWS:
                     context.log.info(f"ehr_encounters: {total} charge lines extracted so far")
+    except ClaimsPipelineError:
+        raise
+    except Exception as error:  # a driver's message may quote a row's values: never pass it on
+        raise SourceError(
+            f"Reading the EHR (EHR_SCHEMA={source.name}) failed: {describe_error(error)}"
+        ) from None
     finally:
         engine.dispose()
     figures = {

@@ -8,8 +8,9 @@ tenant, which have none: a run that needs them fails at launch naming the variab
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -19,18 +20,53 @@ from claims_pipeline import settings
 from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
 from claims_pipeline.delivery.ledger import DeliveryLedger
 from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.phi import hide_url_password, safe_url
 from claims_pipeline.sources import get_source
-from claims_pipeline.sources.base import EncounterSource
+from claims_pipeline.sources.base import DEFAULT_CHUNK_ROWS, EncounterSource
 from claims_pipeline.storage import PartitionStore
 
 
-class EhrDatabase(dg.ConfigurableResource):
+class _Shown(str):
+    """Text that repr() shows as is."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class _MaskedRepr:
+    """``repr()`` and ``str()`` (pydantic builds both from ``__repr_args__``) never show a
+    secret field or a URL's password. A field still holding its ``EnvVar`` shows the name."""
+
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+    _database_url_fields: ClassVar[frozenset[str]] = frozenset()
+    _other_url_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            env_var_name = getattr(value, "env_var_name", None)  # EnvVar, EnvVar.int
+            if env_var_name is not None:
+                yield name, _Shown(f"EnvVar({env_var_name!r})")
+            elif not isinstance(value, str):
+                yield name, value
+            elif name in self._secret_fields:
+                yield name, "***"
+            elif name in self._database_url_fields:
+                yield name, safe_url(value)
+            elif name in self._other_url_fields:
+                yield name, hide_url_password(value)
+            else:
+                yield name, value
+
+
+class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
     """The source EHR: a SQLAlchemy URL and the schema adapter that reads it."""
+
+    _database_url_fields: ClassVar[frozenset[str]] = frozenset({"url"})
 
     url: str
     ehr_schema: str = "reference"
     query_file: str | None = None
-    chunk_rows: int = 50_000
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
 
     def engine(self) -> Engine:
         try:
@@ -44,8 +80,11 @@ class EhrDatabase(dg.ConfigurableResource):
         return get_source(self.ehr_schema, self.query_file)
 
 
-class ClaimsApi(dg.ConfigurableResource):
+class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):
     """The claims-import API of one tenant. ``repr`` never shows the key."""
+
+    _secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    _other_url_fields: ClassVar[frozenset[str]] = frozenset({"base_url"})
 
     base_url: str
     api_key: str
@@ -54,11 +93,6 @@ class ClaimsApi(dg.ConfigurableResource):
     max_in_flight: int = 4
     max_requests_per_second: float = 10.0
     timeout_seconds: float = 30.0
-
-    def __repr__(self) -> str:
-        return f"ClaimsApi(base_url={self.base_url!r}, tenant_id={self.tenant_id!r}, api_key='***')"
-
-    __str__ = __repr__
 
     def client(self, retry: RetryPolicy | None = None) -> ImportApiClient:
         return ImportApiClient(
@@ -72,8 +106,11 @@ class ClaimsApi(dg.ConfigurableResource):
         )
 
 
-class ClaimsStorage(dg.ConfigurableResource):
+class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
     """Where PHI at rest lives: per-partition Parquet files and the delivery ledger."""
+
+    _database_url_fields: ClassVar[frozenset[str]] = frozenset({"ledger_url"})
+    _other_url_fields: ClassVar[frozenset[str]] = frozenset({"data_dir"})
 
     data_dir: str
     ledger_url: str | None = None

@@ -26,7 +26,7 @@ import stamina
 
 from claims_pipeline.contract import ImportResponse
 from claims_pipeline.errors import AuthenticationError, ConfigurationError, DeliveryError
-from claims_pipeline.phi import scrub
+from claims_pipeline.phi import protect_http_logs, scrub
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -177,6 +177,7 @@ class ImportApiClient:
     ):
         if not api_key:
             raise ConfigurationError("CLAIMS_API_KEY is empty: set the tenant's API key.")
+        protect_http_logs(api_key)  # httpx/httpcore DEBUG logs never show the key
         self.tenant_id = tenant_id
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()

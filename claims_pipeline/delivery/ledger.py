@@ -3,6 +3,8 @@ the API last acknowledged and the claim_id it gave. It is what makes delivery id
 
 Rows are written in one transaction per acknowledged batch and never before the API answered.
 The schema is created and versioned here so that upgrading the project keeps the ledger.
+A SQLite ledger file (and its WAL/SHM files) is owner-only (``0600``); it holds claim keys,
+content hashes and claim_ids, no PHI, and a purge of stored payloads keeps it whole.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.storage import private_file
 
 SCHEMA_VERSION = 1
 
@@ -83,7 +86,10 @@ class Acknowledgement:
 def _engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(parsed.database)
+        if not database.parent.exists():
+            database.parent.mkdir(mode=0o700, parents=True)
+        private_file(database)  # before SQLite creates it, and its WAL/SHM, world-readable
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")

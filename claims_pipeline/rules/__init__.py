@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from claims_pipeline.contract import CHARGE_LINE_FIELDS, CLAIM_FIELDS
-
-# The contract's own Decimal -> JSON number rule (private there): one definition, not two.
-from claims_pipeline.contract import wire_number
+# The contract's own Decimal -> JSON number rule: one definition, not two.
+from claims_pipeline.contract import CHARGE_LINE_FIELDS, CLAIM_FIELDS, wire_number
 from claims_pipeline.rules.assembly import assemble_claim, group_encounters
 from claims_pipeline.rules.code_sets import CODE_SET_RELEASE, load_icd_code_set
 from claims_pipeline.rules.reasons import Problem, ReasonCode

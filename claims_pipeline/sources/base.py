@@ -56,7 +56,13 @@ def _as_date(value: Any) -> date | None:
     text = str(value)
     if text.startswith("0000-00-00"):  # MySQL zero dates mean "unknown"
         return None
-    return date.fromisoformat(text[:10])
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        # A text column holding "04/12/1985" is unreadable, not guessed (day/month order is
+        # ambiguous): the value counts as missing, so that encounter is rejected by
+        # validation and the night goes on. The value itself is never quoted.
+        return None
 
 
 def _as_text(value: Any) -> str | None:
