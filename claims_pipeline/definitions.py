@@ -5,6 +5,7 @@ import dagster as dg
 from claims_pipeline.defs.claims import build_claims_assets
 from claims_pipeline.defs.claims_import import claims_import
 from claims_pipeline.defs.encounters import ehr_encounters
+from claims_pipeline.defs.executors import executor_from_environment
 from claims_pipeline.defs.resources import build_resources
 from claims_pipeline.defs.schedules import claims_sync, nightly_claims_sync
 
@@ -13,4 +14,5 @@ defs = dg.Definitions(
     jobs=[claims_sync],
     schedules=[nightly_claims_sync],
     resources=build_resources(),
+    executor=executor_from_environment(),
 )

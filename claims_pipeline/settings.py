@@ -44,6 +44,9 @@ CLAIMS_MAX_REQUESTS_PER_SECOND = Setting(
 CLAIMS_MAX_REJECTION_RATE = Setting(
     "CLAIMS_MAX_REJECTION_RATE", "rejection rate above which posting is blocked", "0.2"
 )
+CLAIMS_EXECUTOR = Setting(
+    "CLAIMS_EXECUTOR", "where steps run: multiprocess, in_process, k8s or celery", "multiprocess"
+)
 
 
 def get(setting: Setting) -> str | None:

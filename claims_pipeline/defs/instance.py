@@ -24,7 +24,7 @@ from dagster import Field, StringSource
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL
 
 from claims_pipeline.errors import ConfigurationError
 
@@ -65,8 +65,6 @@ def postgres_url(environ: Mapping[str, str] | None = None) -> str | None:
     nor ``DAGSTER_PG_HOST`` is set. ``DAGSTER_PG_URL`` wins; otherwise the URL is built from
     ``DAGSTER_PG_HOST``, ``DAGSTER_PG_PORT`` (5432), ``DAGSTER_PG_USERNAME``,
     ``DAGSTER_PG_PASSWORD`` (optional) and ``DAGSTER_PG_DB``."""
-    from dagster_postgres.utils import get_conn_string
-
     environ = os.environ if environ is None else environ
     url = _get(environ, PG_URL)
     if url:
@@ -76,26 +74,19 @@ def postgres_url(environ: Mapping[str, str] | None = None) -> str | None:
         return None
     missing = [name for name in (PG_USERNAME, PG_DB) if not _get(environ, name)]
     if missing:
-        raise ConfigurationError(f"{PG_HOST} is set but {' and '.join(missing)} not.")
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigurationError(f"{PG_HOST} is set but {' and '.join(missing)} {verb} not.")
     port = _get(environ, PG_PORT) or "5432"
     if not port.isdigit():
         raise ConfigurationError(f"{PG_PORT} must be a port number.")
-    return get_conn_string(
+    return URL.create(
+        PSYCOPG2_SCHEME,
         username=_get(environ, PG_USERNAME),
-        password=environ.get(PG_PASSWORD, ""),
-        hostname=host,
-        db_name=_get(environ, PG_DB),
-        port=port,
-        scheme=PSYCOPG2_SCHEME,
-    )
-
-
-def describe(environ: Mapping[str, str] | None = None) -> str:
-    """Which storage the environment selects, for humans: never shows a password."""
-    url = postgres_url(environ)
-    if url is None:
-        return f"SQLite under {sqlite_base_dir(None, environ)}"
-    return f"PostgreSQL {make_url(url).render_as_string(hide_password=True)}"
+        password=environ.get(PG_PASSWORD) or None,
+        host=host,
+        port=int(port),
+        database=_get(environ, PG_DB),
+    ).render_as_string(hide_password=False)
 
 
 def sqlite_base_dir(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
