@@ -3,13 +3,13 @@ encounter lines in chunks, in the shape of :data:`claims_pipeline.sources.lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 import pyarrow as pa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Executable, RowMapping
 
 from claims_pipeline.sources.lines import LINE_SCHEMA
 
@@ -17,6 +17,12 @@ from claims_pipeline.sources.lines import LINE_SCHEMA
 # previous chunk while the next is built. 20,000 rows keep a 500,000-line day under 250 MB of
 # peak RSS; larger chunks only add memory, not speed (benchmarks/extract_memory.py).
 DEFAULT_CHUNK_ROWS = 20_000
+# Rows per fetch of a server-side cursor: enough to amortise round trips; more would only
+# hold more driver rows beside the chunk being built.
+FETCH_ROWS = 2_000
+#: Execution options that stream a result from a server-side cursor, FETCH_ROWS at a time.
+#: Passed per execute: Connection.execution_options() would change the caller's connection.
+STREAMING = {"stream_results": True, "yield_per": FETCH_ROWS}
 
 
 class EncounterSource(Protocol):
@@ -46,7 +52,7 @@ class EncounterSource(Protocol):
         ...
 
 
-def _as_date(value: Any) -> date | None:
+def as_date(value: Any) -> date | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -65,7 +71,7 @@ def _as_date(value: Any) -> date | None:
         return None
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, Decimal):
@@ -76,17 +82,17 @@ def _as_text(value: Any) -> str | None:
     return text or None
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-_CONVERTERS = {
+CONVERTERS = {
     field.name: (
-        _as_date
+        as_date
         if pa.types.is_date(field.type)
-        else _as_int
+        else as_int
         if pa.types.is_integer(field.type)
-        else _as_text
+        else as_text
     )
     for field in LINE_SCHEMA
 }
@@ -97,7 +103,7 @@ def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     bytes, MySQL zero dates) so every dialect stores the same values."""
     columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
     for row in rows:
-        for name, convert in _CONVERTERS.items():
+        for name, convert in CONVERTERS.items():
             columns[name].append(convert(row.get(name)))
     return pa.RecordBatch.from_pydict(columns, schema=LINE_SCHEMA)
 
@@ -136,3 +142,19 @@ class SharedValues:
                 self._values.clear()
             self._values[value] = held = value
         return held
+
+
+def stream_chunks(
+    conn: Connection,
+    statement: Executable,
+    to_lines: Callable[[Iterator[RowMapping]], Iterator[dict[str, Any]]],
+    chunk_rows: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Run ``statement`` on a server-side cursor and yield ``to_lines`` of its rows in chunks
+    that never split an encounter: memory holds about one chunk whatever the window. The
+    connection is busy until the iterator is exhausted or closed."""
+    result = conn.execute(statement, execution_options=STREAMING)
+    try:
+        yield from chunk_by_encounter(to_lines(result.mappings()), chunk_rows)
+    finally:
+        result.close()

@@ -34,15 +34,17 @@ from claims_pipeline.errors import SourceError
 from claims_pipeline.phi import describe_error
 
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
-from claims_pipeline.sources.base import _CONVERTERS, DEFAULT_CHUNK_ROWS, chunk_by_encounter
+from claims_pipeline.sources.base import (
+    CONVERTERS,
+    DEFAULT_CHUNK_ROWS,
+    STREAMING,
+    chunk_by_encounter,
+)
 from claims_pipeline.sources.lines import LINE_COLUMNS
 
 BIND_PARAMETERS = ("window_start", "window_end")
 #: Columns that place a row; a row without one cannot be stored, so it stops the extract.
 KEY_COLUMNS = ("service_date", "encounter_id", "claim_submitter_identifier")
-# Rows per fetch of the server-side cursor: enough to amortise round trips; more would only
-# hold more driver rows beside the chunk being built.
-_MAX_FETCH_ROWS = 2_000
 # An empty window, for reading the result's column names without reading rows.
 _NO_DAY = date(2000, 1, 1)
 
@@ -172,7 +174,7 @@ class CustomSqlSource:
         self, conn: Connection, window_start: date, window_end: date, stream: bool
     ) -> Result[Any]:
         statement = self.statement()
-        options = {"stream_results": True, "yield_per": _MAX_FETCH_ROWS} if stream else {}
+        options = STREAMING if stream else {}
         try:
             return conn.execute(
                 statement,
@@ -247,7 +249,7 @@ class CustomSqlSource:
             f"the query in EHR_QUERY_FILE {origin} must end with "
             "ORDER BY service_date, encounter_id, line_number"
         )
-        converters = [(name, position, _CONVERTERS[name]) for name, position in positions]
+        converters = [(name, position, CONVERTERS[name]) for name, position in positions]
         current: str | None = None
         current_day: date | None = None
         # Encounters already finished on the current day; an encounter lives on one day, so

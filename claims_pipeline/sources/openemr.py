@@ -51,9 +51,9 @@ from sqlalchemy.sql import visitors
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
     SharedValues,
-    _as_date,
-    _as_text,
-    chunk_by_encounter,
+    as_date,
+    as_text,
+    stream_chunks,
 )
 from claims_pipeline.sources.lines import LINE_COLUMNS
 
@@ -195,9 +195,6 @@ facility = Table(
 #: OpenEMR's tables as read by this adapter, by name (create them with ``metadata.create_all``).
 OPENEMR_TABLES: dict[str, Table] = {table.name: table for table in metadata.sorted_tables}
 
-# Rows per fetch of the server-side cursor: enough to amortise round trips; more would only
-# hold more driver rows beside the chunk being built.
-_MAX_FETCH_ROWS = 2_000
 # OpenEMR writes "TYPE|CODE:" entries; records from before code types were prefixed hold bare
 # "CODE:" entries, which OpenEMR's own claim reader still honours.
 _JUSTIFY_ENTRY = re.compile(r"[:\s]+")
@@ -362,13 +359,13 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = _read_columns(
 
 
 def _joined(*parts: Any) -> str | None:
-    words = [text for text in map(_as_text, parts) if text]
+    words = [text for text in map(as_text, parts) if text]
     return " ".join(words) or None
 
 
 def _nonzero(value: Any) -> bool:
     """OpenEMR's "empty": NULL, 0, '' and '0' all mean "not set"."""
-    text = _as_text(value)
+    text = as_text(value)
     return text is not None and text != "0"
 
 
@@ -377,7 +374,7 @@ def justify_codes(justify: Any) -> str | None:
     ``ICD10|M54.50:ICD10|G89.29:`` -> ``M54.50,G89.29``. Entries of other code types (a
     SNOMED justification) are not diagnoses on a claim and are left out; untyped legacy
     entries (``M54.50:``) are kept."""
-    text = _as_text(justify)
+    text = as_text(justify)
     if text is None:
         return None
     codes = []
@@ -392,18 +389,18 @@ def justify_codes(justify: Any) -> str | None:
 
 def _units(value: Any) -> str | None:
     # OpenEMR's own claim writes 1 when units are empty, and empty includes 0 in PHP.
-    return _as_text(value) if _nonzero(value) else None
+    return as_text(value) if _nonzero(value) else None
 
 
 def _place_of_service(row: Mapping[str, Any]) -> str | None:
     for value in (row["encounter_pos"], row["facility_pos"]):
         if _nonzero(value):
-            return _as_text(value)
+            return as_text(value)
     return None
 
 
 def _payer_phone(row: Mapping[str, Any]) -> str | None:
-    return "".join(_as_text(row[part]) or "" for part in ("area_code", "prefix", "number")) or None
+    return "".join(as_text(row[part]) or "" for part in ("area_code", "prefix", "number")) or None
 
 
 def _encounter_columns(
@@ -416,22 +413,22 @@ def _encounter_columns(
     # and the missing payer name is reported as such.
     insured = _nonzero(row["insurance_provider"])
     return {
-        "service_date": shared(_as_date(row["encounter_date"])),
+        "service_date": shared(as_date(row["encounter_date"])),
         "encounter_id": key,
         "claim_submitter_identifier": key,
-        "visit_number": _as_text(row["encounter"]),
+        "visit_number": as_text(row["encounter"]),
         "patient_name": _joined(row["patient_fname"], row["patient_lname"]),
-        "patient_dob": _as_date(row["patient_dob"]),
-        "patient_gender": shared(_as_text(row["patient_sex"])),
-        "patient_member_id": _as_text(row["policy_number"]) if insured else None,
-        "payer_name": shared(_as_text(row["payer_name"])) if insured else None,
+        "patient_dob": as_date(row["patient_dob"]),
+        "patient_gender": shared(as_text(row["patient_sex"])),
+        "patient_member_id": as_text(row["policy_number"]) if insured else None,
+        "payer_name": shared(as_text(row["payer_name"])) if insured else None,
         "payer_phone": shared(_payer_phone(row)) if insured else None,
         "place_of_service": shared(_place_of_service(row)),
         "claim_diagnosis_codes": shared(",".join(diagnoses) or None),
-        "provider_street": shared(_as_text(row["street"])),
-        "provider_city": shared(_as_text(row["city"])),
-        "provider_state": shared(_as_text(row["state"])),
-        "provider_postal_code": shared(_as_text(row["postal_code"])),
+        "provider_street": shared(as_text(row["street"])),
+        "provider_city": shared(as_text(row["city"])),
+        "provider_state": shared(as_text(row["state"])),
+        "provider_postal_code": shared(as_text(row["postal_code"])),
     }
 
 
@@ -441,7 +438,7 @@ def _provider_columns(
     prefix = "line_provider_" if by_line else "provider_"
     return {
         "provider_name": shared(_joined(row[prefix + "fname"], row[prefix + "lname"])),
-        "provider_npi": shared(_as_text(row[prefix + "npi"])),
+        "provider_npi": shared(as_text(row[prefix + "npi"])),
     }
 
 
@@ -458,7 +455,7 @@ def _encounter_lines(
         code
         for row in rows
         if (row["code_type"] or "").upper() in DIAGNOSIS_CODE_TYPES
-        and (code := _as_text(row["code"]))
+        and (code := as_text(row["code"]))
     ]
     procedures = [row for row in rows if (row["code_type"] or "").upper() in PROCEDURE_CODE_TYPES]
     # Computed once: every line of the encounter holds the same objects.
@@ -476,10 +473,10 @@ def _encounter_lines(
                 **encounter,
                 **_provider_columns(row, by_line, shared),
                 "line_number": line_number,
-                "hcpcs_code": shared(_as_text(row["code"])),
-                "modifiers": shared(_as_text(row["modifier"])),
+                "hcpcs_code": shared(as_text(row["code"])),
+                "modifiers": shared(as_text(row["modifier"])),
                 "units": shared(_units(row["units"])),
-                "line_amount": shared(_as_text(row["fee"])),  # already price x units
+                "line_amount": shared(as_text(row["fee"])),  # already price x units
                 # OpenEMR dates every service of an encounter on the encounter's date.
                 "line_service_date_from": None,
                 "line_service_date_to": None,
@@ -544,23 +541,9 @@ class OpenEmrSource:
         rows that never split an encounter, ordered by encounter date and time, pid,
         encounter, then OpenEMR's line order. Every row has exactly the keys of LINE_SCHEMA;
         an encounter without procedure lines is one row with null line columns.
-
-        Rows stream from one server-side cursor, so memory holds about one chunk whatever the
-        window. The connection is busy until the iterator is exhausted or closed."""
+        Rows stream from one server-side cursor (see ``stream_chunks``)."""
         statement = _extract_statement(window_start, window_end)
-        # Options on the execute, not the connection: Connection.execution_options() changes
-        # the caller's connection in place.
-        result = conn.execute(
-            statement,
-            execution_options={
-                "stream_results": True,
-                "yield_per": max(1, min(chunk_rows, _MAX_FETCH_ROWS)),
-            },
-        )
-        try:
-            yield from chunk_by_encounter(_lines(result.mappings()), chunk_rows)
-        finally:
-            result.close()
+        yield from stream_chunks(conn, statement, _lines, chunk_rows)
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Encounters dated ``window_start <= date < window_end``: every one is billable."""

@@ -35,9 +35,9 @@ from sqlalchemy import (
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
     SharedValues,
-    _as_date,
-    _as_text,
-    chunk_by_encounter,
+    as_date,
+    as_text,
+    stream_chunks,
 )
 
 BILLABLE_STATUS = "finalized"
@@ -189,9 +189,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 # Row kinds of the extract's single stream: an encounter's diagnosis rows sort before its lines.
 _DIAGNOSIS_ROW = 0
 _LINE_ROW = 1
-# Rows per fetch of the server-side cursor: enough to amortise round trips; more would only
-# hold more driver rows beside the chunk being built.
-_MAX_FETCH_ROWS = 2_000
 
 
 def _window(start: date, end: date) -> list[sa.ColumnElement[bool]]:
@@ -324,13 +321,13 @@ def _extract_statement(start: date, end: date) -> sa.Select[Any]:
 
 
 def _joined(*parts: Any) -> str | None:
-    words = [text for text in map(_as_text, parts) if text]
+    words = [text for text in map(as_text, parts) if text]
     return " ".join(words) or None
 
 
 def _units(value: Any) -> str | None:
     # NUMERIC(10,3) reads back as 1.000; "1" is what the EHR meant.
-    return _as_text(value.normalize() if isinstance(value, Decimal) else value)
+    return as_text(value.normalize() if isinstance(value, Decimal) else value)
 
 
 def _codes(text: Any) -> str | None:
@@ -341,7 +338,7 @@ def _codes(text: Any) -> str | None:
 
 def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
     name = _joined(first, last)
-    credential = _as_text(credential)
+    credential = as_text(credential)
     return f"{name}, {credential}" if name and credential else name
 
 
@@ -350,22 +347,22 @@ def _encounter_values(
 ) -> dict[str, Any]:
     """The claim-level columns, computed once per encounter: its lines hold the same objects."""
     return {
-        "service_date": shared(_as_date(row["service_date"])),
+        "service_date": shared(as_date(row["service_date"])),
         "encounter_id": str(row["encounter_key"]),
         "claim_submitter_identifier": f"{CLAIM_ID_PREFIX}{row['encounter_key']}",
-        "visit_number": _as_text(row["visit_number"]),
+        "visit_number": as_text(row["visit_number"]),
         "patient_name": _joined(row["patient_first_name"], row["patient_last_name"]),
-        "patient_dob": _as_date(row["date_of_birth"]),
-        "patient_gender": shared(_as_text(row["sex"])),
-        "patient_member_id": _as_text(row["member_id"]),
-        "payer_name": shared(_as_text(row["payer_name"])),
-        "payer_phone": shared(_as_text(row["payer_phone"])),
-        "place_of_service": shared(_as_text(row["encounter_pos"]) or _as_text(row["facility_pos"])),
+        "patient_dob": as_date(row["date_of_birth"]),
+        "patient_gender": shared(as_text(row["sex"])),
+        "patient_member_id": as_text(row["member_id"]),
+        "payer_name": shared(as_text(row["payer_name"])),
+        "payer_phone": shared(as_text(row["payer_phone"])),
+        "place_of_service": shared(as_text(row["encounter_pos"]) or as_text(row["facility_pos"])),
         "claim_diagnosis_codes": shared(claim_diagnosis_codes),
-        "provider_street": shared(_as_text(row["street"])),
-        "provider_city": shared(_as_text(row["city"])),
-        "provider_state": shared(_as_text(row["state"])),
-        "provider_postal_code": shared(_as_text(row["postal_code"])),
+        "provider_street": shared(as_text(row["street"])),
+        "provider_city": shared(as_text(row["city"])),
+        "provider_state": shared(as_text(row["state"])),
+        "provider_postal_code": shared(as_text(row["postal_code"])),
     }
 
 
@@ -394,18 +391,18 @@ def _line_row(
                 row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
             )
         ),
-        "provider_npi": shared(_as_text(row[prefix + "npi"])),
+        "provider_npi": shared(as_text(row[prefix + "npi"])),
         "provider_street": encounter["provider_street"],
         "provider_city": encounter["provider_city"],
         "provider_state": encounter["provider_state"],
         "provider_postal_code": encounter["provider_postal_code"],
         "line_number": None if row["ordinal"] is None else int(row["ordinal"]),
-        "hcpcs_code": shared(_as_text(row["hcpcs_code"])),
-        "modifiers": shared(_as_text(row["modifiers"])),
+        "hcpcs_code": shared(as_text(row["hcpcs_code"])),
+        "modifiers": shared(as_text(row["modifiers"])),
         "units": shared(_units(row["units"])),
-        "line_amount": shared(_as_text(row["line_amount"])),
-        "line_service_date_from": shared(_as_date(row["service_date_from"])),
-        "line_service_date_to": shared(_as_date(row["service_date_to"])),
+        "line_amount": shared(as_text(row["line_amount"])),
+        "line_service_date_from": shared(as_date(row["service_date_from"])),
+        "line_service_date_to": shared(as_date(row["service_date_to"])),
         "line_diagnosis_codes": shared(_codes(row["diagnosis_codes"])),
     }
 
@@ -425,7 +422,7 @@ def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
             codes = []
             encounter = None
         if row["row_kind"] == _DIAGNOSIS_ROW:
-            code = _as_text(row["diagnosis_code"])
+            code = as_text(row["diagnosis_code"])
             if code:
                 codes.append(code)
             continue
@@ -481,23 +478,9 @@ class ReferenceSource:
         window_end``, in chunks of about ``chunk_rows`` rows that never split an encounter,
         ordered by service date, encounter id, line number. Every row has exactly the keys of
         LINE_SCHEMA; an encounter without charges is one row with null line columns.
-
-        Rows stream from one server-side cursor, so memory holds about one chunk whatever the
-        window. The connection is busy until the iterator is exhausted or closed."""
+        Rows stream from one server-side cursor (see ``stream_chunks``)."""
         statement = _extract_statement(window_start, window_end)
-        # Options on the execute, not the connection: Connection.execution_options() changes
-        # the caller's connection in place.
-        result = conn.execute(
-            statement,
-            execution_options={
-                "stream_results": True,
-                "yield_per": max(1, min(chunk_rows, _MAX_FETCH_ROWS)),
-            },
-        )
-        try:
-            yield from chunk_by_encounter(_lines(result.mappings()), chunk_rows)
-        finally:
-            result.close()
+        yield from stream_chunks(conn, statement, _lines, chunk_rows)
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Finalized encounters with ``window_start <= service_date < window_end``."""
