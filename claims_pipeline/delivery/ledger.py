@@ -9,7 +9,8 @@ content hashes and claim_ids, no PHI, and a purge of stored payloads keeps it wh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +30,11 @@ from sqlalchemy import (
     event,
     insert,
     select,
-    tuple_,
 )
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.dml import Insert
 
 from claims_pipeline.errors import ConfigurationError
 from claims_pipeline.storage import private_file
@@ -131,69 +134,60 @@ class DeliveryLedger:
 
     def lookup(self, tenant_id: int, keys: Iterable[ClaimKey]) -> dict[ClaimKey, LedgerEntry]:
         """What the ledger holds for these claims (absent keys were never acknowledged)."""
-        found: dict[ClaimKey, LedgerEntry] = {}
-        keys = list(dict.fromkeys(keys))
         c = ledger_table.c
+        found: dict[ClaimKey, LedgerEntry] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[start : start + _LOOKUP_CHUNK]
+            for where in _key_filters(tenant_id, keys):
                 query = select(
                     c.provider_npi, c.claim_submitter_identifier, c.content_hash, c.claim_id
-                ).where(
-                    and_(
-                        c.tenant_id == tenant_id,
-                        tuple_(c.provider_npi, c.claim_submitter_identifier).in_(chunk),
-                    )
-                )
-                for row in conn.execute(query):
-                    found[(row.provider_npi, row.claim_submitter_identifier)] = LedgerEntry(
-                        row.content_hash, row.claim_id
-                    )
+                ).where(where)
+                for npi, key, content_hash, claim_id in conn.execute(query):
+                    found[(npi, key)] = LedgerEntry(content_hash, claim_id)
         return found
 
     def record(self, tenant_id: int, acks: Sequence[Acknowledgement], run_id: str) -> None:
-        """Write one acknowledged batch in one transaction (keeps each claim's first_sent_at)."""
+        """Write one acknowledged batch in one transaction: an upsert that keeps each claim's
+        first_sent_at."""
         if not acks:
             return
         now = _now()
-        keys = [(a.provider_npi, a.claim_submitter_identifier) for a in acks]
-        c = ledger_table.c
-        with self.engine.begin() as conn:
-            first_sent = {
-                (row.provider_npi, row.claim_submitter_identifier): row.first_sent_at
-                for row in conn.execute(
-                    select(c.provider_npi, c.claim_submitter_identifier, c.first_sent_at).where(
-                        c.tenant_id == tenant_id,
-                        tuple_(c.provider_npi, c.claim_submitter_identifier).in_(keys),
-                    )
-                )
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "provider_npi": a.provider_npi,
+                "claim_submitter_identifier": a.claim_submitter_identifier,
+                "content_hash": a.content_hash,
+                "claim_id": a.claim_id,
+                "partition_key": a.partition_key,
+                "run_id": run_id,
+                "first_sent_at": now,
+                "last_sent_at": now,
             }
-            if first_sent:
-                conn.execute(
-                    delete(ledger_table).where(
-                        c.tenant_id == tenant_id,
-                        tuple_(c.provider_npi, c.claim_submitter_identifier).in_(list(first_sent)),
+            for a in acks
+        ]
+        with self.engine.begin() as conn:
+            statement = _upsert(conn.dialect.name)
+            if statement is not None:
+                conn.execute(statement, rows)
+                return
+            # Any other dialect: read first_sent_at, replace the rows, in the same transaction.
+            c = ledger_table.c
+            first_sent = {}
+            for where in _key_filters(
+                tenant_id, [(r["provider_npi"], r["claim_submitter_identifier"]) for r in rows]
+            ):
+                for npi, key, sent in conn.execute(
+                    select(c.provider_npi, c.claim_submitter_identifier, c.first_sent_at).where(
+                        where
                     )
+                ):
+                    first_sent[(npi, key)] = sent
+                conn.execute(delete(ledger_table).where(where))
+            for row in rows:
+                row["first_sent_at"] = first_sent.get(
+                    (row["provider_npi"], row["claim_submitter_identifier"]), now
                 )
-            conn.execute(
-                insert(ledger_table),
-                [
-                    {
-                        "tenant_id": tenant_id,
-                        "provider_npi": a.provider_npi,
-                        "claim_submitter_identifier": a.claim_submitter_identifier,
-                        "content_hash": a.content_hash,
-                        "claim_id": a.claim_id,
-                        "partition_key": a.partition_key,
-                        "run_id": run_id,
-                        "first_sent_at": first_sent.get(
-                            (a.provider_npi, a.claim_submitter_identifier), now
-                        ),
-                        "last_sent_at": now,
-                    }
-                    for a in acks
-                ],
-            )
+            conn.execute(insert(ledger_table), rows)
 
     def count(self, tenant_id: int) -> int:
         from sqlalchemy import func
@@ -205,6 +199,44 @@ class DeliveryLedger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_UPDATED_ON_CONFLICT = ("content_hash", "claim_id", "partition_key", "run_id", "last_sent_at")
+
+
+def _upsert(dialect: str) -> Insert | None:
+    """INSERT .. ON CONFLICT/DUPLICATE KEY UPDATE (all but first_sent_at) where the dialect has
+    one; None elsewhere."""
+    if dialect in ("sqlite", "postgresql"):
+        module = sqlite if dialect == "sqlite" else postgresql
+        statement = module.insert(ledger_table)
+        return statement.on_conflict_do_update(
+            index_elements=[column.name for column in ledger_table.primary_key],
+            set_={name: statement.excluded[name] for name in _UPDATED_ON_CONFLICT},
+        )
+    if dialect in ("mysql", "mariadb"):
+        statement = mysql.insert(ledger_table)
+        return statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in _UPDATED_ON_CONFLICT}
+        )
+    return None
+
+
+def _key_filters(tenant_id: int, keys: Iterable[ClaimKey]) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses covering ``keys``, each for one provider and at most _LOOKUP_CHUNK claim
+    identifiers, so every dialect answers from the primary key (a row-value IN makes SQLite
+    scan the tenant's rows for each query: quadratic in the ledger's size)."""
+    by_npi: dict[str, list[str]] = defaultdict(list)
+    for npi, key in dict.fromkeys(keys):
+        by_npi[npi].append(key)
+    c = ledger_table.c
+    for npi, identifiers in by_npi.items():
+        for start in range(0, len(identifiers), _LOOKUP_CHUNK):
+            yield and_(
+                c.tenant_id == tenant_id,
+                c.provider_npi == npi,
+                c.claim_submitter_identifier.in_(identifiers[start : start + _LOOKUP_CHUNK]),
+            )
 
 
 def _now() -> datetime:

@@ -84,3 +84,27 @@ def test_ledger_on_every_database(ledger_engine):
     assert found[("1234567893", "K-449")].claim_id == 549
     assert DeliveryLedger(url).count(3) == 450  # reopened: schema kept, rows kept
     ledger.dispose()
+
+
+def test_dialects_without_an_upsert_replace_rows_and_keep_first_sent(tmp_path, monkeypatch):
+    """SQL Server has no INSERT .. ON CONFLICT: the portable path must behave the same."""
+    from claims_pipeline.delivery import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "_upsert", lambda dialect: None)
+    ledger = DeliveryLedger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    ledger.record(7, [ack("A-1", "h1", 10), ack("A-2", "h1", 11)], run_id="run-1")
+    with ledger.engine.connect() as conn:
+        first = dict(
+            conn.execute(
+                select(ledger_table.c.claim_submitter_identifier, ledger_table.c.first_sent_at)
+            ).all()
+        )
+    ledger.record(7, [ack("A-1", "h2", 10), ack("A-3", "h3", 12)], run_id="run-2")
+    with ledger.engine.connect() as conn:
+        rows = {r.claim_submitter_identifier: r for r in conn.execute(select(ledger_table))}
+    assert {k: (r.content_hash, r.run_id) for k, r in rows.items()} == {
+        "A-1": ("h2", "run-2"),
+        "A-2": ("h1", "run-1"),
+        "A-3": ("h3", "run-2"),
+    }
+    assert rows["A-1"].first_sent_at == first["A-1"]
