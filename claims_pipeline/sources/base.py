@@ -101,6 +101,11 @@ CONVERTERS = {
 def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """Arrow batch in LINE_SCHEMA from adapter rows, coercing driver types (Decimal, datetime,
     bytes, MySQL zero dates) so every dialect stores the same values."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    try:  # rows already of the schema's types (what the adapters yield) convert in C
+        return pa.RecordBatch.from_pylist(rows, schema=LINE_SCHEMA)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass  # a raw driver value somewhere: coerce every row in Python
     columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
     for row in rows:
         for name, convert in CONVERTERS.items():
@@ -115,7 +120,8 @@ def chunk_by_encounter(
     encounter (rows of one encounter must be contiguous in the input)."""
     chunk: list[dict[str, Any]] = []
     for row in rows:
-        row = dict(row)
+        if type(row) is not dict:  # adapters build fresh dicts; copy anything else
+            row = dict(row)
         if len(chunk) >= chunk_rows and row["encounter_id"] != chunk[-1]["encounter_id"]:
             yield chunk
             chunk = []

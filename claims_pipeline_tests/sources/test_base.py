@@ -22,3 +22,18 @@ def test_driver_values_are_coerced_and_unreadable_dates_count_as_unknown():
     assert batch["patient_dob"] is None
     assert batch["line_service_date_from"] is None
     assert batch["line_service_date_to"] == date(2026, 11, 20)
+
+
+def test_typed_rows_and_raw_driver_rows_store_the_same_values():
+    from decimal import Decimal
+
+    typed = {
+        "service_date": date(2026, 11, 20),
+        "encounter_id": "17",
+        "claim_submitter_identifier": "17-4",
+        "units": "2",
+        "line_amount": "150.00",
+        "line_number": 1,
+    }
+    raw = typed | {"encounter_id": 17, "units": Decimal("2"), "line_amount": Decimal("150.00")}
+    assert to_record_batch([typed]).to_pylist() == to_record_batch([raw]).to_pylist()
