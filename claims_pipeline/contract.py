@@ -88,4 +88,9 @@ def canonical_json(payload: Any) -> str:
 
 def content_hash(wire_claim: dict[str, Any]) -> str:
     """SHA-256 of a wire claim's canonical JSON: equal hashes mean the API holds equal content."""
-    return hashlib.sha256(canonical_json(wire_claim).encode()).hexdigest()
+    return canonical_hash(canonical_json(wire_claim))
+
+
+def canonical_hash(canonical: str) -> str:
+    """content_hash of a claim already serialised by canonical_json (no second encoding)."""
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -33,7 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from claims_pipeline.contract import ImportRequest, ImportResponse, canonical_json, content_hash
+from claims_pipeline.contract import (
+    ImportRequest,
+    ImportResponse,
+    canonical_hash,
+    canonical_json,
+)
 from claims_pipeline.emulator.config import EmulatorConfig
 from claims_pipeline.emulator.connection import ConnectionDropMiddleware, drop_connection
 from claims_pipeline.emulator.faults import Fault, FaultConfig, FaultInjector
@@ -167,15 +172,18 @@ class _Emulator:
                 error="rejected_claims",
             )
         # Stored as posted (the parsed JSON), so a test compares exactly what the client sent.
-        return [
-            IncomingClaim(
-                provider_npi=npi,
-                claim_submitter_identifier=key,
-                content=canonical_json(raw_claim),
-                content_hash=content_hash(raw_claim),
+        incoming = []
+        for (npi, key), raw_claim in zip(keys, raw["claims"], strict=True):
+            content = canonical_json(raw_claim)  # serialised once: stored and hashed
+            incoming.append(
+                IncomingClaim(
+                    provider_npi=npi,
+                    claim_submitter_identifier=key,
+                    content=content,
+                    content_hash=canonical_hash(content),
+                )
             )
-            for (npi, key), raw_claim in zip(keys, raw["claims"], strict=True)
-        ]
+        return incoming
 
     def _fault_response(self, fault: Fault) -> _Refused:
         if fault is Fault.STATUS_429:
