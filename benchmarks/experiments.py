@@ -7,25 +7,18 @@ process and the emulator process), so the real assets run with the patched funct
 experiment is the change recommended in docs/performance.md, written as small as possible;
 the figures with and without it are the measured gain.
 
-Experiments (comma-separated in BENCH_EXPERIMENTS):
+Experiments (comma-separated in BENCH_EXPERIMENTS). Those since applied to the code
+(``ledger_lookup``, ``ledger_upsert``, ``batch_fast``: commits a3c7571 and 370801d) were
+removed; check out a4c4556 to re-measure them against the code before.
 
 - ``icd_compact``: diagnosis-code verdicts from two frozensets (billable, header) derived once
   from simple_icd_10_cm and cached in a text file, instead of importing the library's tree
   (1.9 s and about 180 MiB per process).
-- ``ledger_lookup``: DeliveryLedger.lookup as ``tenant_id = ? AND provider_npi = ? AND
-  claim_submitter_identifier IN (...)``, one query per NPI of the chunk, which SQLite answers
-  from the primary key; the row-value ``(provider_npi, claim_submitter_identifier) IN (VALUES
-  ...)`` it replaces makes SQLite scan every row of the tenant for each query (O(n^2)).
-- ``ledger_upsert``: DeliveryLedger.record as one INSERT .. ON CONFLICT DO UPDATE (keeps
-  first_sent_at) instead of SELECT + DELETE + INSERT.
 - ``ledger_bulk``: deliver() records acknowledgements from the consuming thread, many batches
   per transaction (at least ``BULK_ACKS``), before it yields their SENT results; the HTTP
-  worker threads only post. Implies ledger_upsert.
+  worker threads only post.
 - ``rows_fast``: claims' ``_encounter_rows`` builds row dicts from ``Array.to_pylist`` columns
   zipped, not ``RecordBatch.to_pylist``.
-- ``batch_fast``: extraction's ``to_record_batch`` as ``pa.RecordBatch.from_pylist`` (the
-  adapters already coerce driver types) and ``chunk_by_encounter`` without the per-row dict
-  copy.
 - ``emulator_fast`` (emulator process): one JSON parse per request (pydantic validates the
   parsed object), canonical JSON and its hash computed once per claim, and the idempotency
   check, upsert and counters in one thread hop and one transaction.
@@ -48,11 +41,8 @@ ICD_CACHE = Path(
 )
 KNOWN = {
     "icd_compact",
-    "ledger_lookup",
-    "ledger_upsert",
     "ledger_bulk",
     "rows_fast",
-    "batch_fast",
     "emulator_fast",
     "orjson",
 }
@@ -118,86 +108,7 @@ def _icd_compact() -> None:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-def _ledger_lookup() -> None:
-    from collections import defaultdict
-
-    from sqlalchemy import select
-
-    from claims_pipeline.delivery import ledger as ledger_module
-
-    c = ledger_module.ledger_table.c
-
-    def lookup(self, tenant_id, keys):
-        by_npi: dict = defaultdict(list)
-        for npi, key in dict.fromkeys(keys):
-            by_npi[npi].append(key)
-        found = {}
-        with self.engine.connect() as conn:
-            for npi, wanted in by_npi.items():
-                for start in range(0, len(wanted), ledger_module._LOOKUP_CHUNK):
-                    query = select(c.claim_submitter_identifier, c.content_hash, c.claim_id).where(
-                        c.tenant_id == tenant_id,
-                        c.provider_npi == npi,
-                        c.claim_submitter_identifier.in_(
-                            wanted[start : start + ledger_module._LOOKUP_CHUNK]
-                        ),
-                    )
-                    for key, content_hash, claim_id in conn.execute(query):
-                        found[(npi, key)] = ledger_module.LedgerEntry(content_hash, claim_id)
-        return found
-
-    ledger_module.DeliveryLedger.lookup = lookup
-
-
-def _ledger_upsert() -> None:
-    from datetime import UTC, datetime
-
-    from claims_pipeline.delivery import ledger as ledger_module
-
-    table = ledger_module.ledger_table
-
-    def record(self, tenant_id, acks, run_id) -> None:
-        if not acks:
-            return
-        now = datetime.now(UTC)
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:  # pragma: no cover - the benchmark runs SQLite and PostgreSQL
-            return original(self, tenant_id, acks, run_id)
-        statement = insert(table)
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "provider_npi", "claim_submitter_identifier"],
-            set_={
-                name: statement.excluded[name]
-                for name in ("content_hash", "claim_id", "partition_key", "run_id", "last_sent_at")
-            },
-        )
-        rows = [
-            {
-                "tenant_id": tenant_id,
-                "provider_npi": a.provider_npi,
-                "claim_submitter_identifier": a.claim_submitter_identifier,
-                "content_hash": a.content_hash,
-                "claim_id": a.claim_id,
-                "partition_key": a.partition_key,
-                "run_id": run_id,
-                "first_sent_at": now,
-                "last_sent_at": now,
-            }
-            for a in acks
-        ]
-        with self.engine.begin() as conn:
-            conn.execute(statement, rows)
-
-    original = ledger_module.DeliveryLedger.record
-    ledger_module.DeliveryLedger.record = record
-
-
 def _ledger_bulk() -> None:
-    _ledger_upsert()
     import json
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -334,31 +245,6 @@ def _rows_fast() -> None:
                 yield dict(zip(names, values, strict=True))
 
     claims_module._encounter_rows = _encounter_rows
-
-
-def _batch_fast() -> None:
-    import pyarrow as pa
-
-    from claims_pipeline.defs import encounters as encounters_module
-    from claims_pipeline.sources import base
-    from claims_pipeline.sources.lines import LINE_SCHEMA
-
-    def to_record_batch(rows):
-        return pa.RecordBatch.from_pylist(list(rows), schema=LINE_SCHEMA)
-
-    def chunk_by_encounter(rows, chunk_rows):
-        chunk: list = []
-        for row in rows:
-            if len(chunk) >= chunk_rows and row["encounter_id"] != chunk[-1]["encounter_id"]:
-                yield chunk
-                chunk = []
-            chunk.append(row if type(row) is dict else dict(row))
-        if chunk:
-            yield chunk
-
-    base.to_record_batch = to_record_batch
-    encounters_module.to_record_batch = to_record_batch
-    base.chunk_by_encounter = chunk_by_encounter  # stream_chunks looks it up here
 
 
 # --- JSON ----------------------------------------------------------------------------------
