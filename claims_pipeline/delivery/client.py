@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import logging
 import threading
 import time
 from collections import Counter
@@ -29,8 +28,6 @@ from claims_pipeline.errors import AuthenticationError, ConfigurationError, Deli
 from claims_pipeline.phi import protect_http_logs, scrub
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-log = logging.getLogger(__name__)
 
 # Retry notices go through the standard logging module (stamina would otherwise pick structlog
 # and print to stdout, outside the orchestrator's log capture). They name only the exception.
@@ -76,6 +73,10 @@ class ClientStats:
     statuses: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     def record(self, status: str, latency_ms: float) -> None:
         with self._lock:
@@ -229,8 +230,7 @@ class ImportApiClient:
         ):
             with attempt:
                 if not first:
-                    with self.stats._lock:
-                        self.stats.retries += 1
+                    self.stats.count_retry()
                 first = False
                 return self._post_once(body, key, len(payloads), secrets)
         raise AssertionError("unreachable: stamina re-raises the last error")
