@@ -84,6 +84,59 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim(args: argparse.Namespace) -> int:
+    """List, show, release or resolve claims in the delivery ledger (no PHI is printed)."""
+    from claims_pipeline import settings
+    from claims_pipeline.delivery.ledger import DeliveryLedger
+
+    tenant_id = settings.get_int(settings.CLAIMS_TENANT_ID, minimum=1)
+    ledger = DeliveryLedger(settings.ledger_url())
+    try:
+        if args.action == "list":
+            entries = ledger.open_entries(tenant_id)
+            if not entries:
+                print(f"No held or withdrawn claims for tenant {tenant_id}.")
+            for e in entries:
+                print(
+                    f"{e.claim_submitter_identifier}\t{e.state}\t{e.service_date}\t"
+                    f"claim_id {e.claim_id}\tNPI {e.provider_npi}"
+                    + (f" -> {e.held_npi}" if e.held_npi else "")
+                    + f"\t{e.note or ''}"
+                )
+            return 0
+        if not args.key:
+            raise ClaimsPipelineError(f"claims-pipeline claim {args.action} needs a claim key.")
+        if args.action == "release":
+            entry = ledger.release(tenant_id, args.key)
+            print(
+                f"{args.key}: released; the next run sends it under NPI {entry.held_npi} (the "
+                f"service still holds claim_id {entry.claim_id} under NPI {entry.provider_npi})."
+            )
+        elif args.action == "resolve":
+            ledger.resolve(tenant_id, args.key)
+            print(f"{args.key}: marked resolved; it is no longer reported as withdrawn.")
+        else:
+            found = ledger.lookup(tenant_id, [args.key]).get(args.key)
+            if found is None:
+                print(f"{args.key}: not in the ledger of tenant {tenant_id} (never delivered).")
+                return 1
+            for name in (
+                "state",
+                "service_date",
+                "provider_npi",
+                "held_npi",
+                "released_npi",
+                "claim_id",
+                "content_hash",
+                "extracted_at",
+                "note",
+            ):
+                print(f"{name}: {getattr(found, name)}")
+        return 0
+    finally:
+        ledger.dispose()
+
+
 def _age(text: str) -> timedelta:
     from claims_pipeline.purge import parse_age
 
@@ -163,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     purge.add_argument("--data-dir", help="the data directory (default: CLAIMS_DATA_DIR)")
     purge.set_defaults(handler=_purge)
+
+    claim = commands.add_parser(
+        "claim",
+        help="Claims that need a person (docs/claim-lifecycle.md): list the held and withdrawn "
+        "ones, show one, release a held claim, resolve a withdrawn one.",
+    )
+    claim.add_argument("action", choices=["list", "show", "release", "resolve"])
+    claim.add_argument("key", nargs="?", help="the claim_submitter_identifier")
+    claim.set_defaults(handler=_claim)
     return parser
 
 

@@ -4,6 +4,10 @@
 pyarrow understands (``s3://bucket/prefix``, ``gs://...``), so steps on different machines see
 the same files with no code change. Layout: ``{root}/{asset}/{partition}.parquet``. Files are
 written to a temporary name and moved into place, so a killed step never leaves a half file.
+A file carries *facts* in its Parquet metadata: when the EHR rows behind it were read
+(``extracted_at``) and the fingerprint of those rows. Of two runs writing the same partition at
+once, the file from the later extraction stays, whichever finishes last: no step ever reads a
+file older than the one it replaced.
 
 Locally, PHI at rest is owner-only whatever the process umask: directories ``0700``, files
 ``0600`` from the moment they exist (:func:`private_file`, :func:`owner_only`).
@@ -11,11 +15,12 @@ Locally, PHI at rest is owner-only whatever the process umask: directories ``070
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -66,6 +71,24 @@ DELIVERY_SCHEMA = pa.schema(
 )
 
 
+EXTRACTED_AT = "extracted_at"
+FINGERPRINT = "fingerprint"
+_FACT_PREFIX = "claims_pipeline."
+
+
+def format_instant(instant: datetime) -> str:
+    """A UTC instant as fixed-width text, so that text order is time order."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def parse_instant(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _encode(facts: dict[str, str]) -> dict[bytes, bytes]:
+    return {f"{_FACT_PREFIX}{key}".encode(): value.encode() for key, value in facts.items()}
+
+
 class PartitionStore:
     """Per-partition Parquet files of the pipeline's assets under one root."""
 
@@ -91,8 +114,17 @@ class PartitionStore:
         return self.fs.get_file_info(self.path(asset, partition)).type == pafs.FileType.File
 
     @contextmanager
-    def writer(self, asset: str, partition: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-        """A Parquet writer for one partition; the file appears only when the block succeeds."""
+    def writer(
+        self,
+        asset: str,
+        partition: str,
+        schema: pa.Schema,
+        facts: dict[str, str] | None = None,
+    ) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer for one partition; the file appears only when the block succeeds,
+        and replaces the current one only if its ``extracted_at`` fact is not older."""
+        if facts:
+            schema = schema.with_metadata({**(schema.metadata or {}), **_encode(facts)})
         final = self.path(asset, partition)
         directory = f"{self.root}/{asset}"
         if self.local:
@@ -105,11 +137,43 @@ class PartitionStore:
         try:
             with pq.ParquetWriter(temporary, schema, filesystem=self.fs, compression="zstd") as out:
                 yield out
-            self.fs.move(temporary, final)
+            with self._partition_lock(directory):
+                current = self.facts(asset, partition).get(EXTRACTED_AT, "")
+                if facts and EXTRACTED_AT in facts and current > facts[EXTRACTED_AT]:
+                    self.fs.delete_file(temporary)  # another run read the EHR later: keep its
+                else:
+                    self.fs.move(temporary, final)
         except BaseException:
             if self.fs.get_file_info(temporary).type == pafs.FileType.File:
                 self.fs.delete_file(temporary)
             raise
+
+    def facts(self, asset: str, partition: str) -> dict[str, str]:
+        """The facts stored with a partition's file ({} when absent or written without)."""
+        try:
+            with self.fs.open_input_file(self.path(asset, partition)) as source:
+                stored = pq.read_schema(source).metadata or {}
+        except (FileNotFoundError, OSError, pa.ArrowInvalid):
+            return {}
+        return {
+            key.decode()[len(_FACT_PREFIX) :]: value.decode()
+            for key, value in stored.items()
+            if key.decode().startswith(_FACT_PREFIX)
+        }
+
+    @contextmanager
+    def _partition_lock(self, directory: str) -> Iterator[None]:
+        """Serialise replace decisions in one directory (local disks; object stores have no
+        such lock, and there the later of two simultaneous moves wins)."""
+        if not self.local:
+            yield
+            return
+        descriptor = os.open(f"{directory}/.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
 
     @contextmanager
     def private_output(self, directory: str, name: str) -> Iterator[pa.NativeFile]:

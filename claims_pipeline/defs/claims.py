@@ -164,9 +164,10 @@ def build_claims_assets(
         payers: Counter = Counter()
         dollars = Decimal(0)
         preview: list[dict[str, Any]] = []
+        facts = store.facts(ENCOUNTERS, key)  # extraction instant and fingerprint travel on
         with (
-            store.writer(CLAIMS, key, CLAIM_SCHEMA) as claims_file,
-            store.writer(REJECTIONS, key, REJECTION_SCHEMA) as rejections_file,
+            store.writer(CLAIMS, key, CLAIM_SCHEMA, facts) as claims_file,
+            store.writer(REJECTIONS, key, REJECTION_SCHEMA, facts) as rejections_file,
         ):
             claims_out = RowBuffer(claims_file, CLAIM_SCHEMA)
             rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA)

@@ -4,6 +4,7 @@ every claim its claim_id and whether it was sent, unchanged, rejected by the API
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -15,20 +16,33 @@ from claims_pipeline.defs.partitions import daily_partitions, partition_days
 from claims_pipeline.defs.reporting import (
     ASSET_DEFAULTS,
     column_schema,
+    markdown_table,
     per_day_materializations,
     range_totals,
 )
 from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage
 from claims_pipeline.defs.tables import RowBuffer
-from claims_pipeline.delivery.ledger import DeliveryLedger
+from claims_pipeline.delivery.client import ApiEndpointError, ImportApiClient
+from claims_pipeline.delivery.ledger import ClaimState, DeliveryLedger, DeliveryLock, LedgerEntry
 from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, OutgoingClaim, deliver
 from claims_pipeline.errors import AuthenticationError
-from claims_pipeline.storage import DELIVERY_SCHEMA, PartitionStore
+from claims_pipeline.storage import (
+    DELIVERY_SCHEMA,
+    EXTRACTED_AT,
+    FINGERPRINT,
+    PartitionStore,
+    parse_instant,
+)
 
 ASSET = "claims_import"
 ACKED_CHECK = "valid_claims_acknowledged"
 CONSERVED_CHECK = "encounters_conserved"
+PROVIDER_CHECK = "no_provider_changes_held"
+WITHDRAWN_CHECK = "no_withdrawn_claims"
 PROGRESS_EVERY_CLAIMS = 10_000
+DRY_RUN_DIR = f"{ASSET}_dry_run"
+#: Outcomes after which the ledger must hold the claim's content.
+_ACKNOWLEDGED = frozenset({Outcome.SENT, Outcome.UPDATED, Outcome.UNCHANGED})
 
 
 class ImportConfig(dg.Config):
@@ -39,49 +53,111 @@ class ImportConfig(dg.Config):
 
 
 def outgoing_claims(store: PartitionStore, days: list[str]) -> Iterator[OutgoingClaim]:
-    """The stored claims of these days, in stored (deterministic) order."""
+    """The stored claims of these days, in stored (deterministic) order, each with the instant
+    its EHR rows were read."""
     columns = ["provider_npi", "claim_submitter_identifier", "content_hash", "payload"]
     for day in days:
+        service_date = date.fromisoformat(day)
+        extracted_at = parse_instant(store.facts(CLAIMS, day).get(EXTRACTED_AT))
         for batch in store.read_batches(CLAIMS, day, columns=columns):
             values = [batch.column(name).to_pylist() for name in columns]
             for npi, key, content_hash, payload in zip(*values, strict=True):
-                yield OutgoingClaim(day, npi, key, content_hash, payload)
+                yield OutgoingClaim(service_date, npi, key, content_hash, payload, extracted_at)
 
 
 def _count_rows(store: PartitionStore, asset: str, day: str) -> int:
     return sum(batch.num_rows for batch in store.read_batches(asset, day, columns=["service_date"]))
 
 
-@dg.asset(
+def _rejected_keys(store: PartitionStore, days: list[str]) -> dict[str, str]:
+    """Claim keys this run held back by validation, with their reason codes."""
+    found: dict[str, str] = {}
+    for day in days:
+        columns = ["claim_submitter_identifier", "reason_codes"]
+        for batch in store.read_batches(REJECTIONS, day, columns=columns):
+            keys, reasons = (column.to_pylist() for column in batch.columns)
+            found.update((k, r) for k, r in zip(keys, reasons, strict=True) if k)
+    return found
+
+
+def withdrawn_claims(
+    ledger: DeliveryLedger,
+    tenant_id: int,
+    days: list[str],
+    seen: set[str],
+    rejected: dict[str, str],
+) -> list[LedgerEntry]:
+    """Claims the service holds on these days that the EHR no longer supports: marked
+    ``withdrawn`` in the ledger (with why) and returned with those withdrawn before."""
+    open_claims = []
+    for entry in ledger.entries_for_days(tenant_id, [date.fromisoformat(d) for d in days]):
+        key = entry.claim_submitter_identifier
+        if key in seen or entry.state is ClaimState.RESOLVED:
+            continue
+        if entry.state is not ClaimState.WITHDRAWN:
+            note = (
+                f"no longer billable ({rejected[key]})"
+                if key in rejected
+                else "voided, deleted, or moved to a date of service outside this run"
+            )
+            ledger.mark(tenant_id, key, ClaimState.WITHDRAWN, note=note)
+            entry = replace(entry, state=ClaimState.WITHDRAWN, note=note)
+        open_claims.append(entry)
+    return open_claims
+
+
+# A multi-asset that may be subset, so a dry run can end without materializing or evaluating
+# its checks (an @asset's check outputs are required).
+@dg.multi_asset(
     name=ASSET,
-    deps=[CLAIMS],
+    specs=[
+        dg.AssetSpec(
+            ASSET,
+            deps=[CLAIMS],
+            partitions_def=daily_partitions,
+            kinds={"api", "parquet"},
+            metadata={"dagster/column_schema": column_schema(DELIVERY_SCHEMA)},
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                warn_window=timedelta(hours=26), fail_window=timedelta(hours=50)
+            ),
+            description=(
+                "Delivery result of each date of service: for every claim its claim_id and "
+                "outcome (sent, updated, unchanged, superseded, held, rejected by the API with "
+                "its reason, pending). Stored under CLAIMS_DATA_DIR/claims_import/; the "
+                "delivery ledger (CLAIMS_LEDGER_URL) mirrors what the service holds. See "
+                "docs/claim-lifecycle.md."
+            ),
+            **ASSET_DEFAULTS,
+        )
+    ],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="claims_api",
-    kinds={"api", "parquet"},
-    metadata={"dagster/column_schema": column_schema(DELIVERY_SCHEMA)},
-    freshness_policy=dg.FreshnessPolicy.time_window(
-        warn_window=timedelta(hours=26), fail_window=timedelta(hours=50)
-    ),
-    description=(
-        "Delivery result of each date of service: for every claim its claim_id and outcome "
-        "(sent, unchanged, rejected by the API with its reason, pending). Stored under "
-        "CLAIMS_DATA_DIR/claims_import/; the delivery ledger is CLAIMS_LEDGER_URL."
-    ),
+    can_subset=True,
     check_specs=[
         dg.AssetCheckSpec(
             ACKED_CHECK,
             asset=ASSET,
-            description="Every valid claim not refused by the API is acknowledged in the ledger "
-            "with its current content.",
+            description="Every claim reported delivered is in the ledger with its content.",
         ),
         dg.AssetCheckSpec(
             CONSERVED_CHECK,
             asset=ASSET,
-            description="encounters = sent + unchanged + rejected (by us or the API) + pending.",
+            description="encounters = claims with a delivery outcome + rejected by validation.",
+        ),
+        dg.AssetCheckSpec(
+            PROVIDER_CHECK,
+            asset=ASSET,
+            description="No claim is held because its rendering provider (NPI) changed after "
+            "delivery. A held claim needs a person: see docs/claim-lifecycle.md.",
+        ),
+        dg.AssetCheckSpec(
+            WITHDRAWN_CHECK,
+            asset=ASSET,
+            description="The service holds no claim of these days that the EHR voided, "
+            "deleted, stopped billing or moved out of the run.",
         ),
     ],
-    **ASSET_DEFAULTS,
 )
 def claims_import(
     context: AssetExecutionContext,
@@ -92,112 +168,170 @@ def claims_import(
     store = claims_storage.store()
     ledger = claims_storage.ledger()
     days = [day.isoformat() for day in partition_days(context)]
-    outcomes = {day: Counter() for day in days}
-    id_ranges: dict[str, tuple[int, int]] = {}
     options = DeliveryOptions(
         batch_size=claims_api.batch_size,
         max_in_flight=claims_api.max_in_flight,
         force_resend=config.force_resend,
         dry_run=config.dry_run,
     )
-    client = None
+    if config.dry_run:
+        _dry_run(context, store, ledger, claims_api.tenant_id, days, options)
+        return
     try:
-        with ExitStack() as files:
-            results_out = {
-                day: RowBuffer(
-                    files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA
-                )
-                for day in days
-            }
-            dry_run_sink = None
-            if config.dry_run:
-                payload_dir, payload_name = f"{ASSET}_dry_run", f"{context.run.run_id}.jsonl"
-                payload_path = f"{store.root}/{payload_dir}/{payload_name}"
-                payload_file = files.enter_context(store.private_output(payload_dir, payload_name))
-                dry_run_sink = lambda body: payload_file.write(body + b"\n")  # noqa: E731
-                context.log.info(f"claims_import: dry run, payloads written to {payload_path}")
-            else:
-                client = files.enter_context(claims_api.client())
-            for done, result in enumerate(
-                deliver(
-                    outgoing_claims(store, days),
-                    ledger=ledger,
-                    tenant_id=claims_api.tenant_id,
-                    run_id=context.run.run_id,
-                    client=client,
-                    options=options,
-                    dry_run_sink=dry_run_sink,
+        with (
+            ledger.lock(
+                claims_api.tenant_id,
+                context.run.run_id,
+                on_wait=lambda holder: context.log.info(
+                    f"claims_import: waiting for run {holder} to finish delivering"
                 ),
-                start=1,
-            ):
-                claim = result.claim
-                outcomes[claim.partition_key][result.outcome.value] += 1
-                if result.claim_id is not None:
-                    low, high = id_ranges.get(claim.partition_key, (result.claim_id,) * 2)
-                    id_ranges[claim.partition_key] = (
-                        min(low, result.claim_id),
-                        max(high, result.claim_id),
-                    )
-                results_out[claim.partition_key].append(
-                    {
-                        "service_date": date.fromisoformat(claim.partition_key),
-                        "provider_npi": claim.provider_npi,
-                        "claim_submitter_identifier": claim.claim_submitter_identifier,
-                        "outcome": result.outcome.value,
-                        "claim_id": result.claim_id,
-                        "content_hash": claim.content_hash,
-                        "reason": result.reason,
-                    }
-                )
-                if done % PROGRESS_EVERY_CLAIMS == 0:
-                    context.log.info(f"claims_import: {done} claims processed so far")
-            for out in results_out.values():
-                out.flush()
-    except AuthenticationError as error:
-        # Wrong credentials are not transient: fail now, by name, and tell the run-retry
-        # daemon (dagster.yaml run_retries) not to try again with the same key.
+            ) as lock,
+            claims_api.client() as client,
+        ):
+            report = _deliver(context, store, ledger, client, lock, days, options)
+    except (AuthenticationError, ApiEndpointError) as error:
+        # Not transient: fail now, by name, and tell the run-retry daemon (dagster.yaml
+        # run_retries) not to try again with the same settings.
         context.instance.add_run_tags(
             context.run.run_id, {"dagster/retry_on_asset_or_op_failure": "false"}
         )
         raise dg.Failure(description=str(error), allow_retries=False) from None
+    yield from _report(context, store, ledger, claims_api.tenant_id, days, report, client)
 
+
+@dataclass
+class _RunReport:
+    outcomes: dict[str, Counter[str]]
+    id_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    held: list[dict[str, str]] = field(default_factory=list)
+    withdrawn: list[LedgerEntry] = field(default_factory=list)
+
+
+def _deliver(
+    context: AssetExecutionContext,
+    store: PartitionStore,
+    ledger: DeliveryLedger,
+    client: ImportApiClient,
+    lock: DeliveryLock,
+    days: list[str],
+    options: DeliveryOptions,
+) -> _RunReport:
+    """Deliver the days' claims under the tenant's lock, write each day's delivery results,
+    find withdrawn claims and remember the synced days' fingerprints."""
+    report = _RunReport({day: Counter() for day in days})
+    seen: set[str] = set()
+    with ExitStack() as files:
+        results_out = {
+            day: RowBuffer(
+                files.enter_context(store.writer(ASSET, day, DELIVERY_SCHEMA)), DELIVERY_SCHEMA
+            )
+            for day in days
+        }
+        results = deliver(
+            outgoing_claims(store, days),
+            ledger=ledger,
+            tenant_id=client.tenant_id,
+            run_id=context.run.run_id,
+            client=client,
+            options=options,
+            still_locked=lock.check,
+        )
+        for done, result in enumerate(results, start=1):
+            claim = result.claim
+            day = claim.service_date.isoformat()
+            seen.add(claim.claim_submitter_identifier)
+            report.outcomes[day][result.outcome.value] += 1
+            if result.claim_id is not None and result.outcome in _ACKNOWLEDGED:
+                low, high = report.id_ranges.get(day, (result.claim_id,) * 2)
+                report.id_ranges[day] = (min(low, result.claim_id), max(high, result.claim_id))
+            if result.outcome is Outcome.HELD:
+                report.held.append(
+                    {"claim": claim.claim_submitter_identifier, "new_npi": claim.provider_npi}
+                )
+            results_out[day].append(
+                {
+                    "service_date": claim.service_date,
+                    "provider_npi": claim.provider_npi,
+                    "claim_submitter_identifier": claim.claim_submitter_identifier,
+                    "outcome": result.outcome.value,
+                    "claim_id": result.claim_id,
+                    "content_hash": claim.content_hash,
+                    "reason": result.reason,
+                }
+            )
+            if done % PROGRESS_EVERY_CLAIMS == 0:
+                context.log.info(f"claims_import: {done} claims processed so far")
+        for out in results_out.values():
+            out.flush()
+    report.withdrawn = withdrawn_claims(
+        ledger, client.tenant_id, days, seen, _rejected_keys(store, days)
+    )
+    synced = {
+        date.fromisoformat(day): fingerprint
+        for day in days
+        if not report.outcomes[day][Outcome.PENDING]
+        and (fingerprint := store.facts(CLAIMS, day).get(FINGERPRINT))
+    }
+    ledger.record_days(client.tenant_id, synced, context.run.run_id)
+    return report
+
+
+def _report(
+    context: AssetExecutionContext,
+    store: PartitionStore,
+    ledger: DeliveryLedger,
+    tenant_id: int,
+    days: list[str],
+    report: _RunReport,
+    client: ImportApiClient,
+) -> Iterator[Any]:
     figures: dict[str, dict[str, Any]] = {}
     unbalanced = []
+    withdrawn_by_day = Counter(
+        e.service_date.isoformat() for e in report.withdrawn if e.service_date
+    )
     for day in days:
-        counts = outcomes[day]
+        counts = report.outcomes[day]
         encounters = count_encounters(store, day)
         rejected_by_us = _count_rows(store, REJECTIONS, day)
-        ids = id_ranges.get(day)
+        ids = report.id_ranges.get(day)
         figures[day] = {
             "dagster/row_count": sum(counts.values()),
             "encounters": encounters,
-            "sent": counts[Outcome.SENT],
+            "sent": counts[Outcome.SENT] + counts[Outcome.UPDATED],
+            "new": counts[Outcome.SENT],
+            "updated": counts[Outcome.UPDATED],
             "unchanged": counts[Outcome.UNCHANGED],
+            "superseded": counts[Outcome.SUPERSEDED],
+            "held": counts[Outcome.HELD],
+            "withdrawn": withdrawn_by_day[day],
             "rejected_by_api": counts[Outcome.REJECTED],
             "rejected_by_validation": rejected_by_us,
             "pending": counts[Outcome.PENDING],
-            "dry_run": counts[Outcome.DRY_RUN],
             "claim_id_range": f"{ids[0]}-{ids[1]}" if ids else "none",
         }
         figures[day]["summary"] = dg.MetadataValue.md(
-            f"**{day}**: {encounters} encounters: {counts[Outcome.SENT]} sent, "
-            f"{counts[Outcome.UNCHANGED]} unchanged, {counts[Outcome.REJECTED]} rejected by the "
-            f"API, {rejected_by_us} held back by validation, {counts[Outcome.PENDING]} pending."
+            f"**{day}**: {encounters} encounters: {figures[day]['sent']} sent "
+            f"({counts[Outcome.UPDATED]} of them updates), {counts[Outcome.UNCHANGED]} "
+            f"unchanged, {counts[Outcome.HELD]} held (provider changed), "
+            f"{withdrawn_by_day[day]} withdrawn, {counts[Outcome.REJECTED]} rejected by the API, "
+            f"{rejected_by_us} held back by validation, {counts[Outcome.PENDING]} pending."
         )
         if encounters != sum(counts.values()) + rejected_by_us:
             unbalanced.append(day)
     totals = range_totals(figures)
-    stats = client.stats if client else None
-    if stats:
-        totals |= {
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "http_status_counts": dict(sorted(stats.statuses.items())),
-            "latency_p50_ms": round(stats.percentile(0.5) or 0, 1),
-            "latency_p95_ms": round(stats.percentile(0.95) or 0, 1),
-        }
+    stats = client.stats
+    totals |= {
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "http_status_counts": dict(sorted(stats.statuses.items())),
+        "latency_p50_ms": round(stats.percentile(0.5) or 0, 1),
+        "latency_p95_ms": round(stats.percentile(0.95) or 0, 1),
+    }
     summary = (
-        f"{totals.get('sent', 0)} sent, {totals.get('unchanged', 0)} unchanged, "
+        f"{totals.get('sent', 0)} sent ({totals.get('updated', 0)} updates), "
+        f"{totals.get('unchanged', 0)} unchanged, {totals.get('held', 0)} held, "
+        f"{totals.get('withdrawn', 0)} withdrawn, "
         f"{totals.get('rejected_by_api', 0)} rejected by the API, "
         f"{totals.get('pending', 0)} pending"
     )
@@ -210,13 +344,14 @@ def claims_import(
             ),
             metadata={k: v for k, v in totals.items() if isinstance(v, int | str)},
         )
-    acknowledged, expected = _acknowledged(store, ledger, claims_api.tenant_id, days)
+    acknowledged, expected = _acknowledged(store, ledger, tenant_id, days)
     yield dg.MaterializeResult(
+        asset_key=ASSET,
         metadata=totals,
         check_results=[
             dg.AssetCheckResult(
                 check_name=ACKED_CHECK,
-                passed=config.dry_run or acknowledged == expected,
+                passed=acknowledged == expected,
                 metadata={"acknowledged": acknowledged, "expected": expected},
             ),
             dg.AssetCheckResult(
@@ -224,39 +359,110 @@ def claims_import(
                 passed=not unbalanced,
                 metadata={"unbalanced_days": ", ".join(unbalanced) or "none"},
             ),
+            _held_check(ledger, tenant_id, report.held),
+            dg.AssetCheckResult(
+                check_name=WITHDRAWN_CHECK,
+                passed=not report.withdrawn,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "withdrawn": len(report.withdrawn),
+                    "claims": markdown_table(
+                        [
+                            {
+                                "claim": e.claim_submitter_identifier,
+                                "service_date": str(e.service_date),
+                                "claim_id": e.claim_id,
+                                "provider_npi": e.provider_npi,
+                                "why": e.note or "",
+                            }
+                            for e in report.withdrawn[:MAX_LISTED]
+                        ]
+                    ),
+                },
+            ),
         ],
     )
     per_day_materializations(context, ASSET, figures)
 
 
+MAX_LISTED = 200  # claims listed by key in a check's metadata
+
+
+def _held_check(
+    ledger: DeliveryLedger, tenant_id: int, held: list[dict[str, str]]
+) -> dg.AssetCheckResult:
+    entries = ledger.lookup(tenant_id, [h["claim"] for h in held[:MAX_LISTED]])
+    rows = [
+        {
+            "claim": h["claim"],
+            "old_npi": entries[h["claim"]].provider_npi if h["claim"] in entries else "",
+            "new_npi": h["new_npi"],
+            "claim_id": entries[h["claim"]].claim_id if h["claim"] in entries else "",
+        }
+        for h in held[:MAX_LISTED]
+    ]
+    return dg.AssetCheckResult(
+        check_name=PROVIDER_CHECK,
+        passed=not held,
+        metadata={
+            "held": len(held),
+            "claims": markdown_table(rows),
+            "what_to_do": "Void or correct the claim_id at the billing service, then "
+            "`claims-pipeline claim release KEY` (docs/claim-lifecycle.md).",
+        },
+    )
+
+
+def _dry_run(
+    context: AssetExecutionContext,
+    store: PartitionStore,
+    ledger: DeliveryLedger,
+    tenant_id: int,
+    days: list[str],
+    options: DeliveryOptions,
+) -> None:
+    """Write the payloads a delivery would post; change nothing else."""
+    payload_dir, payload_name = DRY_RUN_DIR, f"{context.run.run_id}.jsonl"
+    with store.private_output(payload_dir, payload_name) as payload_file:
+        counts = Counter(
+            result.outcome.value
+            for result in deliver(
+                outgoing_claims(store, days),
+                ledger=ledger,
+                tenant_id=tenant_id,
+                run_id=context.run.run_id,
+                client=None,
+                options=options,
+                dry_run_sink=lambda body: payload_file.write(body + b"\n"),
+            )
+        )
+    context.log.info(
+        f"claims_import: dry run, {counts[Outcome.DRY_RUN]} claims would be sent "
+        f"({dict(counts)}); payloads in {store.root}/{payload_dir}/{payload_name}. Nothing "
+        "was materialized or recorded."
+    )
+
+
 def _acknowledged(
     store: PartitionStore, ledger: DeliveryLedger, tenant_id: int, days: list[str]
 ) -> tuple[int, int]:
-    """(claims whose current content the ledger holds, claims that should be there): every
-    stored claim except those the API refused."""
+    """(claims reported delivered whose content the ledger holds, claims reported
+    delivered), re-read from the stored delivery results and the ledger."""
     acknowledged = expected = 0
-    key_columns = ["provider_npi", "claim_submitter_identifier"]
+    columns = ["claim_submitter_identifier", "content_hash", "outcome"]
     for day in days:
-        refused = set()
-        for batch in store.read_batches(ASSET, day, columns=[*key_columns, "outcome"]):
-            npis, keys, results = (column.to_pylist() for column in batch.columns)
-            refused.update(
-                (npi, key)
-                for npi, key, result in zip(npis, keys, results, strict=True)
-                if result == Outcome.REJECTED
-            )
-        for batch in store.read_batches(CLAIMS, day, columns=[*key_columns, "content_hash"]):
-            npis, keys, hashes = (column.to_pylist() for column in batch.columns)
-            wanted = [
-                ((npi, key), content_hash)
-                for npi, key, content_hash in zip(npis, keys, hashes, strict=True)
-                if (npi, key) not in refused
-            ]
-            known = ledger.lookup(tenant_id, [identity for identity, _ in wanted])
+        for batch in store.read_batches(ASSET, day, columns=columns):
+            keys, hashes, outcomes = (column.to_pylist() for column in batch.columns)
+            wanted = {
+                key: content_hash
+                for key, content_hash, outcome in zip(keys, hashes, outcomes, strict=True)
+                if outcome in _ACKNOWLEDGED
+            }
+            known = ledger.lookup(tenant_id, wanted)
             expected += len(wanted)
             acknowledged += sum(
                 1
-                for identity, content_hash in wanted
-                if (entry := known.get(identity)) and entry.content_hash == content_hash
+                for key, content_hash in wanted.items()
+                if (entry := known.get(key)) and entry.content_hash == content_hash
             )
     return acknowledged, expected

@@ -20,6 +20,7 @@ from claims_pipeline.defs.resources import ClaimsStorage, EhrDatabase
 from claims_pipeline.errors import ClaimsPipelineError, SourceError
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.base import to_record_batch
+from claims_pipeline.sources.changes import extraction_facts
 from claims_pipeline.sources.lines import LINE_SCHEMA
 
 ASSET = "ehr_encounters"
@@ -56,8 +57,11 @@ def ehr_encounters(
                 raise SourceError(
                     f"EHR_SCHEMA={source.name} cannot read this database: " + "; ".join(problems)
                 )
+            # Read before the lines: an edit made meanwhile shows as a change the next night.
+            facts = extraction_facts(conn, source.name, days)
             writers = {
-                key: files.enter_context(store.writer(ASSET, key, LINE_SCHEMA)) for key in lines
+                key: files.enter_context(store.writer(ASSET, key, LINE_SCHEMA, facts[key]))
+                for key in lines
             }
             total = 0
             for chunk in source.extract(

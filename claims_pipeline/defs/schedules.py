@@ -1,5 +1,6 @@
 """Job ``claims_sync`` and schedule ``nightly_claims_sync``: every night, yesterday plus the
-look-back window (late charges and corrections), in one run."""
+look-back window (late charges and corrections), in one run, and one more run per stretch of
+older days whose EHR rows changed since they were synced (edits of any age)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from claims_pipeline.defs.claims import CLAIMS, REJECTIONS
 from claims_pipeline.defs.claims_import import ASSET as IMPORT
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
 from claims_pipeline.defs.partitions import daily_partitions
+from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase
+from claims_pipeline.phi import describe_error
+from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 
 claims_sync = dg.define_asset_job(
     "claims_sync",
@@ -40,6 +44,22 @@ def range_tags(first: date, last: date) -> dict[str, str]:
     }
 
 
+def edited_days(
+    ehr: EhrDatabase, claims_api: ClaimsApi, claims_storage: ClaimsStorage, before: date
+) -> list[date]:
+    """Days before ``before`` synced earlier whose EHR rows have changed since."""
+    ledger = claims_storage.ledger()
+    synced = ledger.synced_fingerprints(claims_api.tenant_id, before)
+    if not synced:
+        return []
+    engine = ehr.engine()
+    try:
+        with engine.connect() as conn:
+            return changed_days(conn, ehr.source().name, synced, before)
+    finally:
+        engine.dispose()
+
+
 def build_nightly_schedule(
     timezone: str, lookback_days: int, first_partition: date
 ) -> dg.ScheduleDefinition:
@@ -61,7 +81,10 @@ def build_nightly_schedule(
     )
     def nightly_claims_sync(
         context: dg.ScheduleEvaluationContext,
-    ) -> dg.RunRequest | dg.SkipReason:
+        ehr: EhrDatabase,
+        claims_api: ClaimsApi,
+        claims_storage: ClaimsStorage,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
         # The daemon passes the tick in execution_timezone; a caller may pass any instant.
         instant = context.scheduled_execution_time or datetime.now(zone)
         run_day = instant.astimezone(zone).date()
@@ -70,7 +93,30 @@ def build_nightly_schedule(
                 f"No partition before {first_partition} (CLAIMS_PARTITIONS_START)."
             )
         first, last = nightly_window(run_day, lookback_days, first_partition)
-        return dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))
+        requests = [
+            dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))
+        ]
+        try:
+            edited = edited_days(ehr, claims_api, claims_storage, before=first)
+        except Exception as error:  # the nightly window still runs; the log says why
+            context.log.warning(
+                f"nightly_claims_sync: finding edits before {first} failed "
+                f"({describe_error(error)}); only the look-back window runs tonight."
+            )
+            edited = []
+        for start, end in contiguous_ranges(edited):
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"edits-{last.isoformat()}-{start.isoformat()}",
+                    tags=range_tags(start, end) | {"claims_pipeline/trigger": "ehr_edits"},
+                )
+            )
+        if edited:
+            context.log.info(
+                f"nightly_claims_sync: {len(edited)} earlier day(s) changed in the EHR since "
+                f"they were synced: {', '.join(d.isoformat() for d in edited[:20])}"
+            )
+        return requests
 
     return nightly_claims_sync
 

@@ -1,18 +1,22 @@
 """HTTP client of the claims-import API: one pooled connection set, a client-side request cap,
 retries with backoff and jitter that honour Retry-After, and errors that say what to fix.
 
-The API documents only success. We classify the rest (DESIGN.md): 401/403 are configuration
-errors; 408/425/429/5xx, timeouts and dropped connections are transient; any other 4xx rejects
-something in the batch.
+The API documents only success. We classify the rest (docs/api-contract.md): 401/403 are
+configuration errors; 408/425/429/5xx, timeouts and dropped connections are transient; a 422 (or
+413, or a 4xx whose body names claims) refuses something in the batch; any other 4xx (404/405
+from a wrong path or a gateway, a 400 without claim detail) and an answer that cannot be matched
+to the batch's claims mean the endpoint is wrong: the run stops, naming CLAIMS_API_URL. An error
+raised before a byte is sent (a header the key makes invalid) is a configuration error too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
+import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +57,11 @@ class TransientApiError(DeliveryError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class ApiEndpointError(DeliveryError):
+    """An answer that is not about claims (wrong URL, gateway page, unattributable body): no
+    retry or bisection can help, so the run stops."""
 
 
 class BatchRejectedError(DeliveryError):
@@ -156,9 +165,37 @@ def batch_body(payloads: list[str]) -> bytes:
     return ('{"claims":[' + ",".join(payloads) + "]}").encode()
 
 
-def idempotency_key(body: bytes) -> str:
-    """Derived from the batch content, so a retried batch carries the same key."""
-    return hashlib.sha256(body).hexdigest()
+def new_idempotency_key() -> str:
+    """A key for one delivery attempt: the retries of that request reuse it; any other post,
+    even of a byte-identical body (a fee going B -> C -> B, a forced re-send), gets its own, so
+    the service applies it instead of replaying an old answer."""
+    return uuid.uuid4().hex
+
+
+# A refusal is about claims when its body points at them: a claim index or identifier, or a
+# location such as claims[3] / claims.3 / ["claims", 3].
+_CLAIM_KEYS = ("claim_index", "claim_submitter_identifier", "claim_indices")
+_CLAIM_PATH = re.compile(r"claims(\[\d+\]|\.\d+)")
+
+
+def names_claims(body: object) -> bool:
+    """True when a refusal's JSON body carries claim-level detail."""
+    if isinstance(body, dict):
+        if any(body.get(key) is not None for key in _CLAIM_KEYS):
+            return True
+        location = body.get("loc")
+        if isinstance(location, list) and location[:1] == ["claims"] and len(location) > 1:
+            return True
+        return any(names_claims(value) for value in body.values())
+    if isinstance(body, list):
+        return any(names_claims(value) for value in body)
+    if isinstance(body, str):
+        return bool(_CLAIM_PATH.search(body))
+    return False
+
+
+# Refusals worth bisecting even without detail: a claim's content (422) or the batch's size.
+_CLAIM_REFUSALS = frozenset({413, 422})
 
 
 class ImportApiClient:
@@ -217,7 +254,7 @@ class ImportApiClient:
         httpx.TransportError once retries are spent. ``secrets`` gives the PHI strings of the
         batch (computed only when needed), scrubbed from any server message that is kept."""
         body = batch_body(payloads)
-        key = idempotency_key(body)
+        key = new_idempotency_key()
         policy = self.retry
         first = True
         for attempt in stamina.retry_context(
@@ -252,6 +289,14 @@ class ImportApiClient:
                 content=body,
                 headers={"Idempotency-Key": key},
             )
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+            # Raised before a byte left: retrying cannot help; the usual cause is a key with a
+            # newline or a space (read from a secret file) or a malformed CLAIMS_API_URL.
+            raise ConfigurationError(
+                f"The request could not be built ({type(error).__name__}): check that "
+                "CLAIMS_API_KEY has no whitespace or control characters and CLAIMS_API_URL is "
+                "a valid URL."
+            ) from None
         except httpx.TransportError as error:
             self.stats.record(type(error).__name__, (time.perf_counter() - started) * 1000)
             raise
@@ -272,20 +317,31 @@ class ImportApiClient:
                 ),
             )
         if 400 <= status < 500:
-            raise BatchRejectedError(status, self._server_message(response, secrets))
+            if status in _CLAIM_REFUSALS or names_claims(_json_or_none(response)):
+                raise BatchRejectedError(status, self._server_message(response, secrets))
+            raise ApiEndpointError(
+                f"POST {self._http.base_url}claims-import answered HTTP {status} without naming "
+                "any claim: check CLAIMS_API_URL (a wrong path, or a gateway in front of the "
+                "API). Nothing was recorded as delivered."
+            )
         if status >= 300:
             raise TransientApiError(f"Unexpected HTTP {status} from the claims-import API", status)
         try:
             result = ImportResponse.model_validate_json(response.content)
         except ValueError:
-            raise TransientApiError(
-                "The claims-import API answered 2xx without a valid body.", status
+            raise ApiEndpointError(
+                f"The answer of POST {self._http.base_url}claims-import (HTTP {status}) is not "
+                "the claims-import response: check CLAIMS_API_URL."
             ) from None
-        if not result.success or len(result.claim_ids) != count:
+        if not result.success:
             raise TransientApiError(
-                f"The claims-import API did not acknowledge the batch (success={result.success}, "
-                f"{len(result.claim_ids)} claim_ids for {count} claims).",
-                status,
+                "The claims-import API did not acknowledge the batch (success=false).", status
+            )
+        if len(result.claim_ids) != count:
+            raise ApiEndpointError(
+                f"The claims-import API acknowledged {len(result.claim_ids)} claim_ids for "
+                f"{count} claims: the answer cannot be matched to the claims (check "
+                "CLAIMS_API_URL). Nothing was recorded as delivered."
             )
         return result.claim_ids
 
@@ -298,3 +354,10 @@ class ImportApiClient:
         except ValueError:
             text = response.text
         return scrub(text, (secrets() if secrets else set()) | {self._api_key})
+
+
+def _json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None

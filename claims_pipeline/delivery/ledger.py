@@ -1,23 +1,37 @@
-"""The delivery ledger: per tenant + provider_npi + claim_submitter_identifier, the content hash
-the API last acknowledged and the claim_id it gave. It is what makes delivery idempotent.
+"""The delivery ledger: for every encounter of a tenant, what the billing service holds.
 
-Rows are written in one transaction per acknowledged batch and never before the API answered.
-The schema is created and versioned here so that upgrading the project keeps the ledger.
-A SQLite ledger file (and its WAL/SHM files) is owner-only (``0600``); it holds claim keys,
-content hashes and claim_ids, no PHI, and a purge of stored payloads keeps it whole.
+One row per tenant + claim_submitter_identifier (one encounter is one claim whatever its NPI):
+the NPI the service holds it under, its date of service, the content hash and extraction time
+of the version the API acknowledged, its claim_id and its :class:`ClaimState`. Rows change only
+after the API answered, except the states that record what the EHR did (``held``,
+``withdrawn``). Beside it: one row per synced date of service with the fingerprint of the EHR
+rows it was built from (to find edits of any age), and a per-tenant delivery lock (so
+overlapping runs, on any Dagster instance, deliver one after the other).
+
+The schema is versioned here and migrated in place (a version 1 ledger, keyed by NPI too, is
+copied into version 2 on first use, nothing re-sent). On MySQL/MariaDB the tables are utf8mb4
+with a binary collation, so keys compare exactly (``abc-1`` is not ``ABC-1``) on every
+database. A SQLite ledger file (and its WAL/SHM) is owner-only; the ledger holds claim keys,
+NPIs, dates, hashes and claim_ids, no PHI, and a purge of stored payloads keeps it whole.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
+    Date,
     DateTime,
     Engine,
     Integer,
@@ -28,33 +42,77 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
+    inspect,
     select,
+    update,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
-from sqlalchemy.sql import ColumnElement
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.errors import ConfigurationError, DeliveryError
 from claims_pipeline.storage import private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Exact, case-sensitive key comparison on MySQL/MariaDB (their default collations ignore case).
+_MYSQL_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# Extraction times order versions of a claim: keep microseconds on MySQL/MariaDB too.
+_INSTANT = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 metadata = MetaData()
 
-ledger_table = Table(
-    "claims_delivery_ledger",
+
+class ClaimState(StrEnum):
+    """What the billing service holds for an encounter, as far as the ledger knows."""
+
+    DELIVERED = "delivered"  # the service holds content_hash under provider_npi
+    HELD = "held"  # the EHR moved it to another NPI (held_npi); not sent until released
+    WITHDRAWN = "withdrawn"  # the service holds it; the EHR no longer supports it
+    RESOLVED = "resolved"  # was withdrawn; an operator dealt with it at the service
+
+
+claim_ledger = Table(
+    "claim_ledger",
     metadata,
     Column("tenant_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("provider_npi", String(10), primary_key=True),
     Column("claim_submitter_identifier", String(20), primary_key=True),
+    Column("provider_npi", String(10), nullable=False),
+    Column("service_date", Date),
     Column("content_hash", String(64), nullable=False),
+    Column("extracted_at", _INSTANT),
     Column("claim_id", BigInteger, nullable=False),
-    Column("partition_key", String(32)),
+    Column("state", String(16), nullable=False),
+    Column("held_npi", String(10)),  # the EHR's new NPI while held
+    Column("released_npi", String(10)),  # an operator allowed sending under this NPI
+    Column("note", String(200)),  # why it is held or withdrawn (PHI-free)
     Column("run_id", String(64)),
     Column("first_sent_at", DateTime(timezone=True), nullable=False),
     Column("last_sent_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+synced_days = Table(
+    "claim_ledger_days",
+    metadata,
+    Column("tenant_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("service_date", Date, primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("run_id", String(64)),
+    Column("synced_at", DateTime(timezone=True), nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+delivery_locks = Table(
+    "claim_ledger_locks",
+    metadata,
+    Column("tenant_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", _INSTANT, nullable=False),
+    **_MYSQL_OPTIONS,
 )
 
 schema_table = Table(
@@ -64,15 +122,24 @@ schema_table = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
-ClaimKey = tuple[str, str]  # (provider_npi, claim_submitter_identifier)
+# Version 1 (keyed by tenant + NPI + key): read once by the migration, then left for audit.
+_V1_TABLE = "claims_delivery_ledger"
 
 _LOOKUP_CHUNK = 400  # keeps IN lists under every dialect's bind-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
+    claim_submitter_identifier: str
+    provider_npi: str
+    service_date: date | None
     content_hash: str
+    extracted_at: datetime | None
     claim_id: int
+    state: ClaimState
+    held_npi: str | None = None
+    released_npi: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +150,8 @@ class Acknowledgement:
     claim_submitter_identifier: str
     content_hash: str
     claim_id: int
-    partition_key: str
+    service_date: date
+    extracted_at: datetime | None = None
 
 
 def _engine(url: str) -> Engine:
@@ -96,7 +164,7 @@ def _engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
-        def _wal(dbapi_connection, _record):  # readers never block the writer
+        def _wal(dbapi_connection: Any, _record: Any) -> None:  # readers never block the writer
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
@@ -116,7 +184,21 @@ class DeliveryLedger:
             ) from None
         self._migrate()
 
+    # -- schema ---------------------------------------------------------------------------
+
     def _migrate(self) -> None:
+        """Create or upgrade the schema. Two processes opening a new ledger at once race on
+        CREATE TABLE and the version row: the loser tries again and finds it done."""
+        for attempt in range(3):
+            try:
+                self._migrate_once()
+                return
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _migrate_once(self) -> None:
         metadata.create_all(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             versions = [row.version for row in conn.execute(select(schema_table.c.version))]
@@ -126,117 +208,410 @@ class DeliveryLedger:
                     f"The delivery ledger (CLAIMS_LEDGER_URL) has schema version {current}, newer "
                     f"than this release understands ({SCHEMA_VERSION}): upgrade claims_pipeline."
                 )
-            # Future migrations go here, one `if current < N:` block each, never dropping rows.
+            if current < 2 and inspect(conn).has_table(_V1_TABLE):
+                _copy_version_1(conn)
             if current < SCHEMA_VERSION:
                 conn.execute(
                     insert(schema_table), {"version": SCHEMA_VERSION, "applied_at": _now()}
                 )
 
-    def lookup(self, tenant_id: int, keys: Iterable[ClaimKey]) -> dict[ClaimKey, LedgerEntry]:
-        """What the ledger holds for these claims (absent keys were never acknowledged)."""
-        c = ledger_table.c
-        found: dict[ClaimKey, LedgerEntry] = {}
+    # -- claims ---------------------------------------------------------------------------
+
+    def lookup(self, tenant_id: int, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        """What the ledger holds for these claim keys (absent keys were never acknowledged)."""
         with self.engine.connect() as conn:
-            for where in _key_filters(tenant_id, keys):
-                query = select(
-                    c.provider_npi, c.claim_submitter_identifier, c.content_hash, c.claim_id
-                ).where(where)
-                for npi, key, content_hash, claim_id in conn.execute(query):
-                    found[(npi, key)] = LedgerEntry(content_hash, claim_id)
-        return found
+            return {
+                entry.claim_submitter_identifier: entry
+                for where in _key_filters(tenant_id, keys)
+                for entry in _entries(conn, where)
+            }
+
+    def entries_for_days(self, tenant_id: int, days: Sequence[date]) -> list[LedgerEntry]:
+        """Every claim the ledger places on one of these dates of service."""
+        c = claim_ledger.c
+        with self.engine.connect() as conn:
+            return list(
+                _entries(conn, and_(c.tenant_id == tenant_id, c.service_date.in_(list(days))))
+            )
+
+    def open_entries(self, tenant_id: int) -> list[LedgerEntry]:
+        """Claims held or withdrawn: each needs a person."""
+        c = claim_ledger.c
+        states = [ClaimState.HELD.value, ClaimState.WITHDRAWN.value]
+        with self.engine.connect() as conn:
+            return list(_entries(conn, and_(c.tenant_id == tenant_id, c.state.in_(states))))
 
     def record(self, tenant_id: int, acks: Sequence[Acknowledgement], run_id: str) -> None:
-        """Write one acknowledged batch in one transaction: an upsert that keeps each claim's
-        first_sent_at."""
+        """Write one acknowledged batch in one transaction: each claim becomes ``delivered``
+        under the acknowledged NPI and content; first_sent_at is kept."""
         if not acks:
             return
         now = _now()
-        rows = [
-            {
-                "tenant_id": tenant_id,
-                "provider_npi": a.provider_npi,
-                "claim_submitter_identifier": a.claim_submitter_identifier,
-                "content_hash": a.content_hash,
-                "claim_id": a.claim_id,
-                "partition_key": a.partition_key,
-                "run_id": run_id,
-                "first_sent_at": now,
-                "last_sent_at": now,
-            }
-            for a in acks
-        ]
         with self.engine.begin() as conn:
-            statement = _upsert(conn.dialect.name)
-            if statement is not None:
-                conn.execute(statement, rows)
-                return
-            # Any other dialect: read first_sent_at, replace the rows, in the same transaction.
-            c = ledger_table.c
-            first_sent = {}
-            for where in _key_filters(
-                tenant_id, [(r["provider_npi"], r["claim_submitter_identifier"]) for r in rows]
-            ):
-                for npi, key, sent in conn.execute(
-                    select(c.provider_npi, c.claim_submitter_identifier, c.first_sent_at).where(
-                        where
-                    )
-                ):
-                    first_sent[(npi, key)] = sent
-                conn.execute(delete(ledger_table).where(where))
-            for row in rows:
-                row["first_sent_at"] = first_sent.get(
-                    (row["provider_npi"], row["claim_submitter_identifier"]), now
+            first_sent = {
+                key: sent
+                for where in _key_filters(tenant_id, [a.claim_submitter_identifier for a in acks])
+                for key, sent in conn.execute(
+                    select(
+                        claim_ledger.c.claim_submitter_identifier, claim_ledger.c.first_sent_at
+                    ).where(where)
                 )
-            conn.execute(insert(ledger_table), rows)
+            }
+            for where in _key_filters(tenant_id, first_sent):
+                conn.execute(delete(claim_ledger).where(where))
+            conn.execute(
+                insert(claim_ledger),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "claim_submitter_identifier": a.claim_submitter_identifier,
+                        "provider_npi": a.provider_npi,
+                        "service_date": a.service_date,
+                        "content_hash": a.content_hash,
+                        "extracted_at": a.extracted_at,
+                        "claim_id": a.claim_id,
+                        "state": ClaimState.DELIVERED.value,
+                        "run_id": run_id,
+                        "first_sent_at": first_sent.get(a.claim_submitter_identifier, now),
+                        "last_sent_at": now,
+                        "updated_at": now,
+                    }
+                    for a in acks
+                ],
+            )
+
+    def mark(
+        self,
+        tenant_id: int,
+        key: str,
+        state: ClaimState,
+        *,
+        note: str | None = None,
+        held_npi: str | None = None,
+        expected: Sequence[ClaimState] | None = None,
+    ) -> bool:
+        """Set a claim's state (and why); with ``expected``, only from one of those states.
+        True when a row changed."""
+        c = claim_ledger.c
+        where = and_(c.tenant_id == tenant_id, c.claim_submitter_identifier == key)
+        if expected is not None:
+            where = and_(where, c.state.in_([s.value for s in expected]))
+        values: dict[str, Any] = {"state": state.value, "note": note, "updated_at": _now()}
+        if state is ClaimState.HELD:
+            values["held_npi"] = held_npi
+        else:
+            values["held_npi"] = None
+        with self.engine.begin() as conn:
+            return conn.execute(update(claim_ledger).where(where).values(values)).rowcount > 0
+
+    def release(self, tenant_id: int, key: str) -> LedgerEntry:
+        """Allow a held claim to be sent under its new NPI (the operator has dealt with the
+        claim the service holds under the old one). Raises DeliveryError if it is not held."""
+        c = claim_ledger.c
+        where = and_(
+            c.tenant_id == tenant_id,
+            c.claim_submitter_identifier == key,
+            c.state == ClaimState.HELD.value,
+        )
+        with self.engine.begin() as conn:
+            entry = next(_entries(conn, where), None)
+            if entry is None or entry.held_npi is None:
+                raise DeliveryError(f"Claim {key} of tenant {tenant_id} is not held.")
+            conn.execute(
+                update(claim_ledger)
+                .where(where)
+                .values(released_npi=entry.held_npi, updated_at=_now())
+            )
+        return entry
+
+    def resolve(self, tenant_id: int, key: str) -> None:
+        """Mark a withdrawn claim as dealt with at the service (it stops being reported)."""
+        if not self.mark(
+            tenant_id,
+            key,
+            ClaimState.RESOLVED,
+            note="resolved by an operator",
+            expected=[ClaimState.WITHDRAWN],
+        ):
+            raise DeliveryError(f"Claim {key} of tenant {tenant_id} is not withdrawn.")
 
     def count(self, tenant_id: int) -> int:
-        from sqlalchemy import func
-
         with self.engine.connect() as conn:
             return conn.execute(
-                select(func.count()).where(ledger_table.c.tenant_id == tenant_id)
+                select(func.count()).where(claim_ledger.c.tenant_id == tenant_id)
             ).scalar_one()
+
+    # -- synced days ----------------------------------------------------------------------
+
+    def record_days(self, tenant_id: int, fingerprints: dict[date, str], run_id: str) -> None:
+        """Remember the EHR fingerprint each of these days was last synced from."""
+        if not fingerprints:
+            return
+        c = synced_days.c
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(synced_days).where(
+                    c.tenant_id == tenant_id, c.service_date.in_(list(fingerprints))
+                )
+            )
+            conn.execute(
+                insert(synced_days),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "service_date": day,
+                        "fingerprint": fingerprint,
+                        "run_id": run_id,
+                        "synced_at": now,
+                    }
+                    for day, fingerprint in fingerprints.items()
+                ],
+            )
+
+    def synced_fingerprints(self, tenant_id: int, before: date) -> dict[date, str]:
+        """The fingerprint of every synced day before ``before``."""
+        c = synced_days.c
+        with self.engine.connect() as conn:
+            return {
+                day: fingerprint
+                for day, fingerprint in conn.execute(
+                    select(c.service_date, c.fingerprint).where(
+                        c.tenant_id == tenant_id, c.service_date < before
+                    )
+                )
+            }
+
+    # -- the per-tenant delivery lock -----------------------------------------------------
+
+    def lock(
+        self,
+        tenant_id: int,
+        holder: str,
+        *,
+        wait_seconds: float = 3600.0,
+        lease_seconds: float = 120.0,
+        poll_seconds: float = 1.0,
+        on_wait: Any = None,
+    ) -> DeliveryLock:
+        """Take the tenant's delivery lock, waiting up to ``wait_seconds`` for another run to
+        finish. A holder that stops renewing (a killed run) loses it after ``lease_seconds``."""
+        return DeliveryLock(
+            self, tenant_id, holder, wait_seconds, lease_seconds, poll_seconds, on_wait
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-_UPDATED_ON_CONFLICT = ("content_hash", "claim_id", "partition_key", "run_id", "last_sent_at")
+class DeliveryLock:
+    """A lease row in ``claim_ledger_locks``: taken by insert (or by a compare-and-set over an
+    expired lease), renewed by a background thread every third of the lease, dropped on exit.
+    :meth:`check` raises once the lease was lost (a stalled process another run took over)."""
 
+    def __init__(
+        self,
+        ledger: DeliveryLedger,
+        tenant_id: int,
+        holder: str,
+        wait_seconds: float,
+        lease_seconds: float,
+        poll_seconds: float,
+        on_wait: Any,
+    ):
+        self.ledger = ledger
+        self.tenant_id = tenant_id
+        self.holder = f"{holder[:60]}:{uuid.uuid4().hex[:12]}"
+        self.wait_seconds = wait_seconds
+        self.lease = timedelta(seconds=lease_seconds)
+        self.poll_seconds = poll_seconds
+        self.on_wait = on_wait
+        self.waited = 0.0
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._renewer: threading.Thread | None = None
 
-def _upsert(dialect: str) -> Insert | None:
-    """INSERT .. ON CONFLICT/DUPLICATE KEY UPDATE (all but first_sent_at) where the dialect has
-    one; None elsewhere."""
-    if dialect in ("sqlite", "postgresql"):
-        module = sqlite if dialect == "sqlite" else postgresql
-        statement = module.insert(ledger_table)
-        return statement.on_conflict_do_update(
-            index_elements=[column.name for column in ledger_table.primary_key],
-            set_={name: statement.excluded[name] for name in _UPDATED_ON_CONFLICT},
-        )
-    if dialect in ("mysql", "mariadb"):
-        statement = mysql.insert(ledger_table)
-        return statement.on_duplicate_key_update(
-            {name: statement.inserted[name] for name in _UPDATED_ON_CONFLICT}
-        )
-    return None
+    def __enter__(self) -> DeliveryLock:
+        started = time.monotonic()
+        told = False
+        while not self._try_take():
+            self.waited = time.monotonic() - started
+            if self.waited >= self.wait_seconds:
+                raise DeliveryError(
+                    f"Another run ({self.current_holder()}) has held the delivery lock of tenant "
+                    f"{self.tenant_id} for over {self.wait_seconds:.0f} s; try again when it ends."
+                )
+            if not told and self.on_wait is not None:
+                self.on_wait(self.current_holder())
+                told = True
+            time.sleep(self.poll_seconds)
+        self.waited = time.monotonic() - started
+        self._renewer = threading.Thread(target=self._keep, name="ledger-lock", daemon=True)
+        self._renewer.start()
+        return self
 
+    def _keep(self) -> None:
+        while not self._stop.wait(self.lease.total_seconds() / 3):
+            try:
+                self.renew()
+            except DeliveryError:
+                self._lost.set()
+                return
+            except Exception:  # noqa: S112 - a blip of the ledger database: try again
+                continue
 
-def _key_filters(tenant_id: int, keys: Iterable[ClaimKey]) -> Iterator[ColumnElement[bool]]:
-    """WHERE clauses covering ``keys``, each for one provider and at most _LOOKUP_CHUNK claim
-    identifiers, so every dialect answers from the primary key (a row-value IN makes SQLite
-    scan the tenant's rows for each query: quadratic in the ledger's size)."""
-    by_npi: dict[str, list[str]] = defaultdict(list)
-    for npi, key in dict.fromkeys(keys):
-        by_npi[npi].append(key)
-    c = ledger_table.c
-    for npi, identifiers in by_npi.items():
-        for start in range(0, len(identifiers), _LOOKUP_CHUNK):
-            yield and_(
-                c.tenant_id == tenant_id,
-                c.provider_npi == npi,
-                c.claim_submitter_identifier.in_(identifiers[start : start + _LOOKUP_CHUNK]),
+    def check(self) -> None:
+        """Raise DeliveryError if this run no longer holds the lock."""
+        if self._lost.is_set():
+            raise DeliveryError(
+                f"The delivery lock of tenant {self.tenant_id} expired and was taken over: "
+                "this run stops so two runs never deliver at once."
             )
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        c = delivery_locks.c
+        with self.ledger.engine.begin() as conn:
+            conn.execute(
+                delete(delivery_locks).where(c.tenant_id == self.tenant_id, c.holder == self.holder)
+            )
+
+    def renew(self) -> None:
+        """Extend the lease; raises DeliveryError if another run took it over meanwhile."""
+        c = delivery_locks.c
+        with self.ledger.engine.begin() as conn:
+            changed = conn.execute(
+                update(delivery_locks)
+                .where(c.tenant_id == self.tenant_id, c.holder == self.holder)
+                .values(expires_at=_now() + self.lease)
+            ).rowcount
+        if not changed:
+            raise DeliveryError(
+                f"The delivery lock of tenant {self.tenant_id} expired and was taken over: "
+                "this run stops so two runs never deliver at once."
+            )
+
+    def current_holder(self) -> str:
+        c = delivery_locks.c
+        with self.ledger.engine.connect() as conn:
+            holder = conn.execute(
+                select(c.holder).where(c.tenant_id == self.tenant_id)
+            ).scalar_one_or_none()
+        return str(holder).rsplit(":", 1)[0] if holder else "none"
+
+    def _try_take(self) -> bool:
+        c = delivery_locks.c
+        now = _now()
+        values = {
+            "tenant_id": self.tenant_id,
+            "holder": self.holder,
+            "expires_at": now + self.lease,
+        }
+        try:
+            with self.ledger.engine.begin() as conn:
+                conn.execute(insert(delivery_locks), values)
+            return True
+        except IntegrityError:
+            pass
+        with self.ledger.engine.begin() as conn:  # take over an expired lease, atomically
+            return (
+                conn.execute(
+                    update(delivery_locks)
+                    .where(c.tenant_id == self.tenant_id, c.expires_at < now)
+                    .values(holder=self.holder, expires_at=now + self.lease)
+                ).rowcount
+                > 0
+            )
+
+
+def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:
+    c = claim_ledger.c
+    query = select(
+        c.claim_submitter_identifier,
+        c.provider_npi,
+        c.service_date,
+        c.content_hash,
+        c.extracted_at,
+        c.claim_id,
+        c.state,
+        c.held_npi,
+        c.released_npi,
+        c.note,
+    ).where(where)
+    for row in conn.execute(query):
+        yield LedgerEntry(
+            row.claim_submitter_identifier,
+            row.provider_npi,
+            row.service_date,
+            row.content_hash,
+            _aware(row.extracted_at),
+            row.claim_id,
+            ClaimState(row.state),
+            row.held_npi,
+            row.released_npi,
+            row.note,
+        )
+
+
+def _copy_version_1(conn: Connection) -> None:
+    """Copy a version 1 ledger (one row per tenant + NPI + key) into ``claim_ledger``: per
+    encounter the most recently acknowledged row, as ``delivered``; its date of service from
+    the partition it was delivered for. Rows already copied are left alone."""
+    legacy = Table(_V1_TABLE, MetaData(), autoload_with=conn)
+    latest: dict[tuple[int, str], Any] = {}
+    for row in conn.execute(select(legacy)):
+        identity = (row.tenant_id, row.claim_submitter_identifier)
+        held = latest.get(identity)
+        if held is None or row.last_sent_at > held.last_sent_at:
+            latest[identity] = row
+    now = _now()
+    rows = [
+        {
+            "tenant_id": row.tenant_id,
+            "claim_submitter_identifier": row.claim_submitter_identifier,
+            "provider_npi": row.provider_npi,
+            "service_date": _partition_date(row.partition_key),
+            "content_hash": row.content_hash,
+            "extracted_at": None,
+            "claim_id": row.claim_id,
+            "state": ClaimState.DELIVERED.value,
+            "run_id": row.run_id,
+            "first_sent_at": row.first_sent_at,
+            "last_sent_at": row.last_sent_at,
+            "updated_at": now,
+        }
+        for row in latest.values()
+    ]
+    for start in range(0, len(rows), 1000):
+        conn.execute(insert(claim_ledger), rows[start : start + 1000])
+
+
+def _partition_date(partition_key: str | None) -> date | None:
+    try:
+        return date.fromisoformat(partition_key or "")
+    except ValueError:
+        return None
+
+
+def _key_filters(tenant_id: int, keys: Iterable[str]) -> Iterator[Any]:
+    """WHERE clauses covering ``keys``, at most _LOOKUP_CHUNK each, answered from the primary
+    key on every dialect."""
+    unique = list(dict.fromkeys(keys))
+    c = claim_ledger.c
+    for start in range(0, len(unique), _LOOKUP_CHUNK):
+        yield and_(
+            c.tenant_id == tenant_id,
+            c.claim_submitter_identifier.in_(unique[start : start + _LOOKUP_CHUNK]),
+        )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite and MySQL hand back naive datetimes: they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def _now() -> datetime:

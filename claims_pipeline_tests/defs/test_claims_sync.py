@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import dagster as dg
 import pyarrow.parquet as pq
+from sqlalchemy import select
 
+from claims_pipeline.delivery.ledger import DeliveryLedger, claim_ledger
 from claims_pipeline.demo.seed import DEFECT_REASONS
 from claims_pipeline_tests.defs.conftest import API_KEY, YESTERDAY
 
@@ -41,6 +43,8 @@ def test_one_partition_posts_valid_claims(pipeline):
         "claim_keys_unique": True,
         "encounters_conserved": True,
         "valid_claims_acknowledged": True,
+        "no_provider_changes_held": True,
+        "no_withdrawn_claims": True,
     }
 
 
@@ -121,6 +125,39 @@ def test_dry_run_sends_nothing_and_writes_the_payloads(pipeline):
     bodies = [json.loads(line) for line in files[0].read_text().splitlines()]
     assert sum(len(b["claims"]) for b in bodies) == len(stored(pipeline, "claims", YESTERDAY))
     assert API_KEY not in files[0].read_text()
+    assert result.asset_materializations_for_node("claims_import") == []
+
+
+def test_a_dry_run_after_a_delivery_changes_nothing_it_reports(pipeline):
+    assert pipeline.materialize(YESTERDAY).success
+    before = pipeline.latest("claims_import", YESTERDAY)
+    results_file = pipeline.data_dir / "claims_import" / f"{YESTERDAY.isoformat()}.parquet"
+    results_bytes = results_file.read_bytes()
+    ledger = DeliveryLedger(f"sqlite:///{pipeline.data_dir / 'ledger.sqlite'}")
+    with ledger.engine.connect() as conn:
+        ledger_rows = sorted(conn.execute(select(claim_ledger)).all())
+    count = pipeline.instance.get_event_records(
+        dg.EventRecordsFilter(
+            dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey("claims_import")
+        )
+    )
+    result = pipeline.materialize(
+        YESTERDAY,
+        run_config={"ops": {"claims_import": {"config": {"dry_run": True, "force_resend": True}}}},
+    )
+    assert result.success
+    assert pipeline.latest("claims_import", YESTERDAY) == before
+    assert results_file.read_bytes() == results_bytes
+    with ledger.engine.connect() as conn:
+        assert sorted(conn.execute(select(claim_ledger)).all()) == ledger_rows
+    assert len(
+        pipeline.instance.get_event_records(
+            dg.EventRecordsFilter(
+                dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey("claims_import")
+            )
+        )
+    ) == len(count)
+    ledger.dispose()
 
 
 def test_definitions_validate():

@@ -1,7 +1,9 @@
 """``nightly_claims_sync``: evaluated at fixed instants, including both daylight-saving changes
 of America/New_York and a timezone whose night falls on the previous UTC day."""
 
+import tempfile
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -13,14 +15,42 @@ from dagster._core.storage.tags import (
 from dagster._utils.schedules import cron_string_iterator
 
 from claims_pipeline import settings
+from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase
 from claims_pipeline.defs.schedules import build_nightly_schedule, nightly_claims_sync
 
 NEW_YORK = "America/New_York"
 FIRST_PARTITION = date(2025, 1, 1)
 
 
+_EMPTY_LEDGER_DIR = tempfile.mkdtemp(prefix="claims-schedule-")
+
+
+def empty_ledger_resources(directory: str = _EMPTY_LEDGER_DIR) -> dict[str, Any]:
+    """Resources of a deployment that has synced nothing yet (so no earlier day is edited)."""
+    return {
+        "ehr": EhrDatabase(url=f"sqlite:///{directory}/ehr.sqlite"),
+        "claims_api": ClaimsApi(base_url="http://127.0.0.1:9", api_key="k", tenant_id=1),
+        "claims_storage": ClaimsStorage(data_dir=directory),
+    }
+
+
+def evaluate_all(
+    schedule: dg.ScheduleDefinition, instant: datetime, resources: dict[str, Any] | None = None
+) -> list[dg.RunRequest] | dg.SkipReason:
+    return schedule(
+        dg.build_schedule_context(
+            scheduled_execution_time=instant, resources=resources or empty_ledger_resources()
+        )
+    )
+
+
 def evaluate(schedule: dg.ScheduleDefinition, instant: datetime) -> dg.RunRequest | dg.SkipReason:
-    return schedule(dg.build_schedule_context(scheduled_execution_time=instant))
+    """The look-back window's run (or the skip)."""
+    result = evaluate_all(schedule, instant)
+    if isinstance(result, list):
+        assert len(result) == 1  # nothing synced yet: no earlier day can have changed
+        return result[0]
+    return result
 
 
 def covered(request: dg.RunRequest) -> tuple[str, str]:

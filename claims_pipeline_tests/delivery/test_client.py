@@ -7,11 +7,13 @@ import pytest
 
 from claims_pipeline.contract import canonical_json
 from claims_pipeline.delivery.client import (
+    ApiEndpointError,
     BatchRejectedError,
     ImportApiClient,
     Throttle,
     TransientApiError,
     check_base_url,
+    names_claims,
     retry_after_seconds,
 )
 from claims_pipeline.errors import AuthenticationError, ConfigurationError
@@ -142,11 +144,30 @@ def test_a_refused_claim_raises_a_rejection_without_phi(client, emulator):
     assert PATIENT_NAME not in str(raised.value) and API_KEY not in str(raised.value)
 
 
-def test_idempotency_key_header_is_derived_from_content(client, emulator):
+def test_an_idempotency_key_identifies_one_delivery_attempt(client, emulator):
     body = payloads([make_claim("CLM-IDEM")])
     client.post_batch(body)
-    client.post_batch(body)
-    assert emulator.stats()["idempotent_replays"] == 1
+    client.post_batch(body)  # a new attempt of the same content: applied, not replayed
+    assert emulator.stats()["idempotent_replays"] == 0
+    emulator.set_faults(seed=1, drop_after_commit=1.0)
+    with pytest.raises(httpx.TransportError):
+        client.post_batch(body)  # every retry of this attempt carries its key
+    assert emulator.stats()["idempotent_replays"] == FAST_RETRY.attempts - 1
+
+
+def test_an_answer_that_names_no_claim_stops_the_run(client, emulator):
+    with ImportApiClient(emulator.url + "/not-here", API_KEY, TENANT_ID, retry=FAST_RETRY) as wrong:
+        with pytest.raises(ApiEndpointError, match="HTTP 404.*CLAIMS_API_URL"):
+            wrong.post_batch(payloads(make_claims(2)))
+        assert wrong.stats.requests == 1
+
+
+def test_names_claims():
+    assert names_claims({"errors": [{"claim_index": 3, "field": "units"}]})
+    assert names_claims({"detail": [{"loc": ["claims", 0, "units"], "msg": "bad"}]})
+    assert names_claims("claims[2].charge_lines: too many")
+    assert not names_claims({"detail": "Not Found"})
+    assert not names_claims(None)
 
 
 def test_connection_refused_is_a_transport_error(tmp_path):

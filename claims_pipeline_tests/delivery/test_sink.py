@@ -1,4 +1,5 @@
 import json
+from datetime import date
 
 import pytest
 
@@ -17,7 +18,7 @@ from claims_pipeline_tests.emulator.factories import (
 )
 
 
-def outgoing(claims, day="2026-11-20"):
+def outgoing(claims, day=date(2026, 11, 20), extracted_at=None):
     return [
         OutgoingClaim(
             day,
@@ -25,6 +26,7 @@ def outgoing(claims, day="2026-11-20"):
             c["claim_submitter_identifier"],
             content_hash(c),
             canonical_json(c),
+            extracted_at,
         )
         for c in claims
     ]
@@ -71,7 +73,8 @@ def test_a_changed_claim_is_resent_alone_and_keeps_its_id(client, ledger, emulat
         charge_lines=[make_charge_line(), make_charge_line(hcpcs_code="36415", monetary_amount=15)],
     )
     second = run(claims, client, ledger)
-    sent = [r for r in second if r.outcome == Outcome.SENT]
+    assert by_outcome(second) == {Outcome.UPDATED: 1, Outcome.UNCHANGED: 19}
+    sent = [r for r in second if r.outcome == Outcome.UPDATED]
     assert [r.claim.claim_submitter_identifier for r in sent] == ["CLM-00007"]
     assert sent[0].claim_id == first["CLM-00007"]
     stored = {c["claim_submitter_identifier"]: c for c in emulator.claims()}
@@ -112,9 +115,13 @@ def test_unacknowledged_batches_stay_pending_and_a_rerun_sends_only_them(emulato
 def test_force_resend_sends_everything_and_keeps_ids(client, ledger, emulator):
     claims = make_claims(12)
     first = {r.claim.claim_submitter_identifier: r.claim_id for r in run(claims, client, ledger)}
+    received = emulator.stats()["claims_received"]
     again = run(claims, client, ledger, force_resend=True)
-    assert by_outcome(again) == {Outcome.SENT: 12}
+    assert by_outcome(again) == {Outcome.UPDATED: 12}
     assert {r.claim.claim_submitter_identifier: r.claim_id for r in again} == first
+    # a new delivery attempt: the service applies it, it does not replay the first answer
+    assert emulator.stats()["claims_received"] - received == 12
+    assert emulator.stats()["idempotent_replays"] == 0
 
 
 def test_dry_run_sends_nothing_and_hands_over_the_exact_bodies(client, ledger, emulator):
