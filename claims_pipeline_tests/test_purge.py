@@ -75,7 +75,11 @@ def test_the_sqlite_ledger_and_its_wal_are_owner_only(tmp_path: Path):
     directory = tmp_path / "new" / "dir"
     with _umask(0o022):
         ledger = DeliveryLedger(f"sqlite:///{directory / 'ledger.sqlite'}")
-        ledger.record(TENANT_ID, [Acknowledgement("1234567893", "REF-1", "h" * 64, 7, date(2026, 11, 20))], "r")
+        ledger.record(
+            TENANT_ID,
+            [Acknowledgement("1234567893", "REF-1", "h" * 64, 7, date(2026, 11, 20))],
+            "r",
+        )
         files = sorted(directory.iterdir())
         modes = {path.name: _mode(path) for path in files}
         ledger.dispose()
