@@ -105,9 +105,13 @@ def test_every_rendering_of_a_claim_is_free_of_phi() -> None:
     )
 
 
-def test_sensitive_values_are_the_phi_fields_and_the_name_parts() -> None:
+def test_sensitive_values_are_the_phi_fields_their_parts_and_other_spellings() -> None:
     values = sensitive_values([make_claim()])
-    assert values == {PATIENT_NAME, "Jane", "Testpatient", PATIENT_DOB, MEMBER_ID}
+    assert {PATIENT_NAME, "Jane", "Testpatient", PATIENT_DOB, MEMBER_ID} <= values
+    assert {"07/04/1961", "7/4/1961", "04/07/1961", "July 4, 1961", "4 Jul 1961"} <= values
+    assert "4471902" in values  # the member id's digits
+    assert "Q" not in values  # an initial alone would redact every "q"
+    assert "Aetna" not in values and "CLM-2026-001" not in values
 
 
 # -- scrubbing text from outside ---------------------------------------------------------------
