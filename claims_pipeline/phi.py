@@ -18,7 +18,6 @@ claim key, codes and amounts are shown; names, dates of birth, member ids and ad
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 import re
@@ -156,7 +155,7 @@ def name_parts(name: str) -> set[str]:
     Parts of one letter or digit (initials, the ``O`` of ``O'Brien``) are left out; parts of
     two (``Li``) are kept, and :func:`scrub` finds those only as whole words."""
     parts = {part for split in _NAME_SPLITS for part in split.split(name)}
-    return {part for part in parts if len(_skeleton(part)[0]) >= 2 and part != name}
+    return {part for part in parts if len(_Skeleton(part).folded) >= 2 and part != name}
 
 
 def date_spellings(value: str) -> set[str]:
@@ -207,15 +206,42 @@ def _fold(char: str) -> str:
     return "".join(c for c in bare.casefold().replace("\u0131", "i") if c.isalnum())
 
 
-def _skeleton(text: str) -> tuple[str, list[int]]:
-    """``text`` folded to its letters and digits, and for each of them its index in ``text``."""
-    folded: list[str] = []
-    where: list[int] = []
-    for index, char in enumerate(text):
-        for letter in _fold(char):
-            folded.append(letter)
-            where.append(index)
-    return "".join(folded), where
+class _Skeleton:
+    """A text folded to its letters and digits (:func:`_fold`), with, for each of them, the
+    index of its character in the text and that character's place counting no combining
+    marks (so that ``J̌`` is one place, as ``ǰ`` is)."""
+
+    __slots__ = ("folded", "places", "text", "where")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        folded: list[str] = []
+        self.where: list[int] = []
+        self.places: list[int] = []
+        place = -1
+        for index, char in enumerate(text):
+            if not unicodedata.combining(char):
+                place += 1
+            for letter in _fold(char):
+                folded.append(letter)
+                self.where.append(index)
+                self.places.append(place)
+        self.folded = "".join(folded)
+
+    def glued(self, a: int, b: int) -> bool:
+        """Whether letters ``a`` and ``b`` are of one kind (letter, digit) with nothing between
+        them in the text: then they belong to one word."""
+        if a < 0 or b >= len(self.folded):
+            return False
+        same_kind = self.folded[a].isdigit() == self.folded[b].isdigit()
+        return same_kind and self.places[b] - self.places[a] <= 1
+
+    def end_of(self, k: int) -> int:
+        """The index in the text just after letter ``k``'s character and its combining marks."""
+        end = self.where[k] + 1
+        while end < len(self.text) and unicodedata.combining(self.text[end]):
+            end += 1
+        return end
 
 
 # At most this many characters (spaces, punctuation, escapes such as \") between two letters
@@ -225,44 +251,54 @@ _MAX_GAP = 3
 _SHORT = 2
 
 
-def _glued(skeleton: str, where: list[int], a: int, b: int) -> bool:
-    """Whether skeleton letters ``a`` and ``b`` are of one kind (letter, digit) with nothing
-    between them in the text: then they belong to one word."""
-    if a < 0 or b >= len(skeleton):
-        return False
-    return skeleton[a].isdigit() == skeleton[b].isdigit() and where[b] - where[a] <= 1
+@functools.lru_cache(maxsize=8192)
+def _needle(value: str) -> tuple[str, tuple[int, ...]]:
+    """A value's letters and digits, and after each of them how many characters may separate
+    it from the next in a text: up to :data:`_MAX_GAP` where the value has a separator or
+    next to a digit (``MEM-987 654``), none inside a run of letters (so ``Bo Li`` is not
+    found across ``Bob, Olivia``)."""
+    skeleton = _Skeleton(value)
+    folded, places = skeleton.folded, skeleton.places
+    gaps = tuple(
+        _MAX_GAP
+        if places[k + 1] - places[k] > 1 or folded[k].isdigit() or folded[k + 1].isdigit()
+        else 0
+        for k in range(len(folded) - 1)
+    )
+    return folded, gaps
 
 
-def _value_spans(skeleton: str, where: list[int], value: str) -> Iterator[tuple[int, int]]:
+def _value_spans(skeleton: _Skeleton, value: str) -> Iterator[tuple[int, int]]:
     """(start, end) in the text of each occurrence of ``value`` (see :func:`_redact_values`)."""
-    needle = _skeleton(value)[0]
+    needle, gaps = _needle(value)
     if not needle:
         return
     whole_word = len(needle) <= _SHORT
-    start = skeleton.find(needle)
+    start = skeleton.folded.find(needle)
     while start != -1:
         end = start + len(needle) - 1
-        positions = where[start : end + 1]
-        close = all(b - a - 1 <= _MAX_GAP for a, b in itertools.pairwise(positions))
+        places = skeleton.places[start : end + 1]
+        close = all(places[k + 1] - places[k] - 1 <= gap for k, gap in enumerate(gaps))
         alone = not whole_word or not (
-            _glued(skeleton, where, start - 1, start) or _glued(skeleton, where, end, end + 1)
+            skeleton.glued(start - 1, start) or skeleton.glued(end, end + 1)
         )
         if close and alone:
-            yield positions[0], positions[-1] + 1
-        start = skeleton.find(needle, start + 1)
+            yield skeleton.where[start], skeleton.end_of(end)
+        start = skeleton.folded.find(needle, start + 1)
 
 
 def _redact_values(text: str, values: Iterable[str]) -> str:
     """``text`` with every occurrence of ``values`` replaced by ``[redacted]``, whatever the
-    case, the accents, and the separators between its letters and digits (none, or up to
-    three characters of space or punctuation), and in any of its :func:`_forms`. A value of
+    case, the accents, and the separators between its words and digits (none, or up to three
+    characters of space or punctuation: see :func:`_needle`), and in any of its
+    :func:`_forms`. A value of
     two letters or digits or fewer matches only as a whole word; of no letter or digit
     (a value of punctuation only), never."""
     forms = {form for value in values if value for form in _forms(str(value))}
     if not forms or not text:
         return text
-    skeleton, where = _skeleton(text)
-    spans = sorted(span for form in forms for span in _value_spans(skeleton, where, form))
+    skeleton = _Skeleton(text)
+    spans = sorted(span for form in forms for span in _value_spans(skeleton, form))
     pieces: list[str] = []
     done = 0
     for start, end in _merged(spans):
