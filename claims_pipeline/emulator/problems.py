@@ -5,9 +5,10 @@ valid), the field as a dotted path and what is wrong. It never carries pydantic'
 a rejected value can be a patient's name, date of birth or member id.
 
 Unless asked to: with the ``echo_phi`` fault, :func:`with_echoed_phi` makes every problem of
-a claim quote that claim's patient, as some real APIs do, in the spellings such APIs use
-(``"Mary O'Brien-Smith" (O'BRIEN-SMITH, MARY)``, ``MEM-987654``, ``03/07/1980``), so that
-tests can prove the client scrubs what it keeps.
+a claim quote that claim's patient, and :func:`echo_detail` gives them all for the body's
+``detail``, as some real APIs do, in the spellings such APIs use (``"Mary O'Brien-Smith"
+(O'BRIEN-SMITH, MARY)``, ``MEM-987654``, ``03/07/1980``), so that tests can prove the client
+scrubs what it keeps.
 """
 
 from __future__ import annotations
@@ -133,6 +134,17 @@ def with_echoed_phi(problems: list[Problem], raw_request: Any) -> list[Problem]:
                 problem = Problem(**{**problem, "message": f"{problem['message']}: {echo}"})
         echoed.append(problem)
     return echoed
+
+
+def echo_detail(problems: list[Problem], raw_request: Any) -> str:
+    """The patient data of the claims ``problems`` name, one claim after the other (the
+    ``detail`` of a 422 with the ``echo_phi`` fault)."""
+    raw_claims = raw_request.get("claims") if isinstance(raw_request, dict) else None
+    if not isinstance(raw_claims, list):
+        return ""
+    indexes = dict.fromkeys(p["claim_index"] for p in problems if p["claim_index"] is not None)
+    echoes = (echoed_phi(raw_claims[i]) for i in indexes if i < len(raw_claims))
+    return "; ".join(echo for echo in echoes if echo)
 
 
 def echoed_phi(raw_claim: Any) -> str:

@@ -23,6 +23,7 @@ from claims_pipeline.emulator.faults import (
 from claims_pipeline.emulator.problems import (
     Problem,
     duplicate_problems,
+    echo_detail,
     echoed_phi,
     validation_problems,
     with_echoed_phi,
@@ -179,6 +180,9 @@ def test_the_echo_goes_into_problems_of_a_claim_only() -> None:
     assert echoed[0]["message"].endswith(echoed_phi(request["claims"][1]))
     assert echoed[1] == of_request
     assert of_claim["message"] == "claim rejected by payer rules"  # the input is untouched
+    detail = echo_detail([of_claim, of_request, of_claim], request)
+    assert detail == echoed_phi(request["claims"][1])
+    assert echo_detail([of_request], request) == ""
 
 
 def test_echo_phi_is_off_by_default_and_settable_from_the_command_line() -> None:
@@ -206,6 +210,7 @@ def test_a_payer_rejection_echoes_the_patient_only_with_echo_phi(
     assert problem["claim_index"] == 1
     for value in (PATIENT_NAME, MEMBER_ID, PATIENT_DOB, "07/04/1961", "TESTPATIENT, JANE Q"):
         assert value in problem["message"]
+        assert value in loud.json()["detail"]
     assert emulator.claims() == []
 
 
