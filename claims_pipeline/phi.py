@@ -291,9 +291,8 @@ def _redact_values(text: str, values: Iterable[str]) -> str:
     """``text`` with every occurrence of ``values`` replaced by ``[redacted]``, whatever the
     case, the accents, and the separators between its words and digits (none, or up to three
     characters of space or punctuation: see :func:`_needle`), and in any of its
-    :func:`_forms`. A value of
-    two letters or digits or fewer matches only as a whole word; of no letter or digit
-    (a value of punctuation only), never."""
+    :func:`_forms`. A value of two letters or digits or fewer matches only as a whole word;
+    one of no letter or digit (punctuation only) never matches."""
     forms = {form for value in values if value for form in _forms(str(value))}
     if not forms or not text:
         return text
