@@ -7,7 +7,8 @@ claim key, codes and amounts are shown; names, dates of birth, member ids and ad
   metadata renders a few of them as a Markdown table), :func:`claim_preview_text` the same as
   one line for logs and error messages.
 - :func:`scrub` cleans text from an untrusted source (an API error body) of the PHI values and
-  secrets it is given, and of anything date-shaped.
+  secrets it is given, however the source spelt them, and of anything date-shaped;
+  :func:`sensitive_values` gives it a claim's PHI values with their other spellings.
 - :func:`describe_error` renders a driver's or library's exception without the values it
   quotes (a malformed date of birth, a row's name, SQL parameters, a password in a URL).
 - :func:`safe_url` is a database URL without its password; :func:`protect_http_logs` keeps the
@@ -16,12 +17,14 @@ claim key, codes and amounts are shown; names, dates of birth, member ids and ad
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -40,8 +43,11 @@ _DATES = (
     re.compile(r"\b\d{4}\.\d{1,2}\.\d{1,2}\b"),
     re.compile(r"\b\d{1,2}\.\d{1,2}\.\d{4}\b"),
 )
-# A value a message quotes ('Smith', "04/12/1985"); a quoted host name or address is kept.
-_QUOTED = re.compile(r"""(['"])(?P<value>[^'"\n]{0,200})\1""")
+# A value a message quotes ('Smith', "04/12/1985", "Mary O'Brien", 'Jean "JJ" Doe',
+# 'Mary O'Brien'); a quoted host name or address is kept. A quote opens where no letter or
+# digit precedes it and closes where none follows (so the apostrophe of O'Brien or can't does
+# neither); a backslash-escaped quote never closes.
+_QUOTED = re.compile(r"""(?<![^\W_])(['"])(?P<value>(?:\\.|[^\n\\]){0,200}?)\1(?![^\W_])""")
 _HOST = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 # SQLAlchemy appends the statement's bound values to its errors: rows' values, possibly PHI.
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\n|$)", re.DOTALL)
@@ -97,31 +103,254 @@ def claim_preview_text(wire_claim: Mapping[str, Any]) -> str:
 
 
 def sensitive_values(wire_claims: Iterable[Mapping[str, Any]]) -> set[str]:
-    """The PHI strings of these claims that must not appear in anything recorded."""
+    """The PHI strings of these claims that must not appear in anything recorded: each PHI
+    field as is, the name's parts (:func:`name_parts`), the date of birth in the other ways
+    it is written (:func:`date_spellings`) and the digits of a member id that also has
+    letters (``987654`` of ``MEM987654``). :func:`scrub` finds each of them whatever the
+    case, accents and separators."""
     values: set[str] = set()
     for claim in wire_claims:
         for field in PHI_FIELDS:
             value = claim.get(field)
-            if value:
-                values.add(str(value))
-                # names also leak word by word ("Doe" in "Doe, John")
-                if field == "patient_name":
-                    values.update(part for part in str(value).split() if len(part) > 2)
+            if not value:
+                continue
+            text = str(value)
+            values.add(text)
+            if field == "patient_name":
+                values.update(name_parts(text))
+            elif field == "patient_dob":
+                values.update(date_spellings(text))
+            else:
+                values.update(_member_id_digits(text))
     return values
 
 
+# Where a name splits into parts: spaces, commas, double quotes and brackets (a nickname,
+# "JJ"); then also hyphens and dashes; then also apostrophes.
+_NAME_SPLITS = (
+    re.compile(r"[\s,\"\u201c\u201d()]+"),
+    re.compile(r"[\s,\"\u201c\u201d()\-\u2010-\u2015]+"),
+    re.compile(r"[\s,\"\u201c\u201d()\-\u2010-\u2015'\u2018\u2019`\u00b4]+"),
+)
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def name_parts(name: str) -> set[str]:
+    """The parts of a name a message may show alone, since a server may reorder, reformat or
+    cut a name: for ``Mary O'Brien-Smith``, the words between spaces (``O'Brien-Smith``), the
+    parts between hyphens too (``O'Brien``, ``Smith``) and between apostrophes (``Brien``).
+    Parts of one letter or digit (initials, the ``O`` of ``O'Brien``) are left out; parts of
+    two (``Li``) are kept, and :func:`scrub` finds those only as whole words."""
+    parts = {part for split in _NAME_SPLITS for part in split.split(name)}
+    return {part for part in parts if len(_Skeleton(part).folded) >= 2 and part != name}
+
+
+def date_spellings(value: str) -> set[str]:
+    """Other ways of writing an ISO date (``1980-03-07``): US and day-first, with and without
+    leading zeros, and with the month's name (``March 7, 1980``, ``07 Mar 1980``).
+    ``19800307`` and ``1980/03/07`` need no entry: :func:`scrub` ignores separators. A value
+    that is not an ISO date gives nothing."""
+    try:
+        day = date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        return set()
+    y, m, d = day.year, day.month, day.day
+    spellings = {
+        day.isoformat(),
+        f"{m:02d}/{d:02d}/{y}",
+        f"{m}/{d}/{y}",
+        f"{d:02d}/{m:02d}/{y}",
+        f"{d}/{m}/{y}",
+    }
+    for month in (_MONTHS[m - 1], _MONTHS[m - 1][:3]):
+        for dd in (str(d), f"{d:02d}"):
+            spellings.update({f"{month} {dd}, {y}", f"{dd} {month} {y}"})
+    return spellings
+
+
+def _member_id_digits(member_id: str) -> set[str]:
+    # A server may drop a member id's letters ("MEM987654" shown as "987-654"). Five digits or
+    # more only: four are what mask_member_id shows anyway, and fewer match too much.
+    digits = "".join(c for c in member_id if c.isdigit())
+    return {digits} if len(digits) >= 5 and digits != member_id else set()
+
+
 def _forms(value: str) -> set[str]:
-    """The ways a value can be spelt in recorded text: as is, NFC, JSON-escaped, URL-encoded."""
+    """The ways a value can be spelt in recorded text besides case, accents and separators
+    (which :func:`_redact_values` ignores): as is, NFC, JSON-escaped, URL-encoded."""
     nfc = unicodedata.normalize("NFC", value)
     forms = {value, nfc, json.dumps(nfc)[1:-1], quote(nfc, safe=""), quote(nfc)}
     return {form for form in forms if form}
 
 
+@functools.lru_cache(maxsize=8192)
+def _fold(char: str) -> str:
+    """The letters and digits a character stands for when comparing: lower case, without
+    accents, compatibility forms spelt out (``ß`` -> ``ss``, ``ﬁ`` -> ``fi``); empty for a
+    space, punctuation, a symbol or a combining mark."""
+    decomposed = unicodedata.normalize("NFKD", char)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(c for c in bare.casefold().replace("\u0131", "i") if c.isalnum())
+
+
+class _Skeleton:
+    """A text folded to its letters and digits (:func:`_fold`), with, for each of them, the
+    index of its character in the text and that character's place counting no combining
+    marks (so that ``J̌`` is one place, as ``ǰ`` is)."""
+
+    __slots__ = ("folded", "places", "text", "where")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        folded: list[str] = []
+        self.where: list[int] = []
+        self.places: list[int] = []
+        place = -1
+        for index, char in enumerate(text):
+            if not unicodedata.combining(char):
+                place += 1
+            for letter in _fold(char):
+                folded.append(letter)
+                self.where.append(index)
+                self.places.append(place)
+        self.folded = "".join(folded)
+
+    def glued(self, a: int, b: int) -> bool:
+        """Whether letters ``a`` and ``b`` are of one kind (letter, digit) with nothing between
+        them in the text: then they belong to one word."""
+        if a < 0 or b >= len(self.folded):
+            return False
+        same_kind = self.folded[a].isdigit() == self.folded[b].isdigit()
+        return same_kind and self.places[b] - self.places[a] <= 1
+
+    def end_of(self, k: int) -> int:
+        """The index in the text just after letter ``k``'s character and its combining marks."""
+        end = self.where[k] + 1
+        while end < len(self.text) and unicodedata.combining(self.text[end]):
+            end += 1
+        return end
+
+
+# At most this many characters (spaces, punctuation, escapes such as \") between two letters
+# or digits of a value: "Mary O'Brien" matches "MARY OBRIEN" and 'Mary  O\"Brien'.
+_MAX_GAP = 3
+# Values of this many letters or digits or fewer ("Li", "Bo") match only as whole words.
+_SHORT = 2
+
+
+@functools.lru_cache(maxsize=8192)
+def _needle(value: str) -> tuple[str, tuple[int, ...]]:
+    """A value's letters and digits, and after each of them how many characters may separate
+    it from the next in a text: up to :data:`_MAX_GAP` where the value has a separator or
+    next to a digit (``MEM-987 654``), none inside a run of letters (so ``Bo Li`` is not
+    found across ``Bob, Olivia``)."""
+    skeleton = _Skeleton(value)
+    folded, places = skeleton.folded, skeleton.places
+    gaps = tuple(
+        _MAX_GAP
+        if places[k + 1] - places[k] > 1 or folded[k].isdigit() or folded[k + 1].isdigit()
+        else 0
+        for k in range(len(folded) - 1)
+    )
+    return folded, gaps
+
+
+def _value_spans(skeleton: _Skeleton, value: str) -> Iterator[tuple[int, int]]:
+    """(start, end) in the text of each occurrence of ``value`` (see :func:`_redact_values`)."""
+    needle, gaps = _needle(value)
+    if not needle:
+        return
+    whole_word = len(needle) <= _SHORT
+    start = skeleton.folded.find(needle)
+    while start != -1:
+        end = start + len(needle) - 1
+        places = skeleton.places[start : end + 1]
+        close = all(places[k + 1] - places[k] - 1 <= gap for k, gap in enumerate(gaps))
+        alone = not whole_word or not (
+            skeleton.glued(start - 1, start) or skeleton.glued(end, end + 1)
+        )
+        if close and alone:
+            yield skeleton.where[start], skeleton.end_of(end)
+        start = skeleton.folded.find(needle, start + 1)
+
+
 def _redact_values(text: str, values: Iterable[str]) -> str:
+    """``text`` with every occurrence of ``values`` replaced by ``[redacted]``, whatever the
+    case, the accents, and the separators between its words and digits (none, or up to three
+    characters of space or punctuation: see :func:`_needle`), and in any of its
+    :func:`_forms`. A value of two letters or digits or fewer matches only as a whole word;
+    one of no letter or digit (punctuation only) never matches."""
     forms = {form for value in values if value for form in _forms(str(value))}
-    for form in sorted(forms, key=len, reverse=True):
-        text = re.sub(re.escape(form), REDACTED, text, flags=re.IGNORECASE)
-    return text
+    if not forms or not text:
+        return text
+    skeleton = _Skeleton(text)
+    spans = sorted(span for form in forms for span in _value_spans(skeleton, form))
+    pieces: list[str] = []
+    done = 0
+    for start, end in _merged(spans):
+        pieces += [text[done:start], REDACTED]
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _merged(spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Sorted spans with overlapping or touching ones joined."""
+    current: tuple[int, int] | None = None
+    for start, end in spans:
+        if current is not None and start <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            yield current
+        current = (start, end)
+    if current is not None:
+        yield current
+
+
+# JSON escapes (a surrogate pair first) and HTML character references a server may use.
+_JSON_ESCAPE = re.compile(
+    r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})", re.IGNORECASE
+)
+_HTML_REFERENCE = re.compile(
+    r"&(?:#(\d{1,7})|#x([0-9a-f]{1,6})|(quot|apos|amp|lt|gt));", re.IGNORECASE
+)
+_HTML_NAMED = {"quot": '"', "apos": "'", "amp": "&", "lt": "<", "gt": ">"}
+
+
+def _json_char(match: re.Match[str]) -> str:
+    if match.group(3):
+        code = int(match.group(3), 16)
+        return match.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+    high, low = int(match.group(1), 16), int(match.group(2), 16)
+    return chr(0x10000 + (high - 0xD800) * 0x400 + (low - 0xDC00))
+
+
+def _html_char(match: re.Match[str]) -> str:
+    decimal, hexadecimal, name = match.groups()
+    if name:
+        return _HTML_NAMED[name.lower()]
+    code = int(decimal) if decimal else int(hexadecimal, 16)
+    return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else match.group(0)
+
+
+def _unescape(text: str) -> str:
+    """``text`` with JSON ``\\uXXXX`` escapes and HTML character references turned back into
+    the characters they stand for, so that ``O\\u2019Brien`` and ``O&#39;Brien`` are found."""
+    return _HTML_REFERENCE.sub(_html_char, _JSON_ESCAPE.sub(_json_char, text))
 
 
 def _truncate(text: str) -> str:
@@ -129,10 +358,16 @@ def _truncate(text: str) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every given PHI value or secret replaced by ``[redacted]`` (also when
-    JSON-escaped or URL-encoded), every date-shaped string masked, and the result truncated:
-    safe to record from an untrusted source such as an API error body."""
-    text = _redact_values(unicodedata.normalize("NFC", text), secrets)
+    """``text`` with every given PHI value or secret replaced by ``[redacted]``, every
+    date-shaped string masked, and the result truncated: safe to record from an untrusted
+    source such as an API error body.
+
+    A value is found whatever its case and accents, with other separators (or none) between
+    its letters and digits (``MEM987654`` as ``mem-987 654``), JSON-escaped, URL-encoded or as
+    HTML character references; a value of two letters or digits (``Li``) only as a whole
+    word. Give it :func:`sensitive_values` of the claims concerned, which adds each name part
+    and the other spellings of a date of birth and of a member id."""
+    text = _redact_values(unicodedata.normalize("NFC", _unescape(text)), secrets)
     for pattern in _DATES:
         text = pattern.sub("[date]", text)
     return _truncate(text)

@@ -21,6 +21,12 @@ something:
 Every needle with non-ASCII characters is also searched for in its JSON-escaped form
 (``N\\u00fa\\u00f1ez``), because Dagster stores events as ASCII JSON.
 
+*Echoed spellings* (:func:`echo_needles`, for the patients whose claims an API refused while
+quoting them): each part of the name split on hyphens and apostrophes (``O'Brien``, ``Brien``,
+two-letter parts too), case-insensitive whole words unless they may appear legitimately;
+the member id and its digits with any separators or none (``MEM-987654``, ``mem 987654``,
+``987-654``); the date of birth with any separators or none (``19800307``, ``1980/03/07``).
+
 **Haystacks** are ``(location, text)`` pairs. A :class:`Hit` names the location and the kind
 of needle only, never the needle itself: the assertion message of a failing scan must not be a
 leak of its own.
@@ -54,6 +60,10 @@ COMMON_WORDS = frozenset(_COMMON_WORDS.split())
 
 _TOKEN = re.compile(r"[^\W_]+")
 _NAME_SEPARATOR = r"(?:[\s,._+]|%20)+"
+# What a server may put between the characters of an identifier it reformats, if anything.
+_ANY_SEPARATOR = r"[\W_]{0,3}"
+# Where a name splits into the parts a server may echo alone.
+_NAME_PARTS = (re.compile(r"[\s-]+"), re.compile(r"[\s'\-]+"))
 
 
 @dataclass(frozen=True)
@@ -83,18 +93,26 @@ def _key(value: str) -> str:
 
 @dataclass
 class Needles:
-    """The values that must never be found, indexed for a fast scan of large texts."""
+    """The values that must never be found, indexed for a fast scan of large texts (but for
+    the few added by :meth:`add_spaced`, tried on every text)."""
 
     needles: list[Needle] = field(default_factory=list)
     _index: dict[str, list[Needle]] = field(default_factory=dict)
+    _unindexed: list[Needle] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.needles)
 
     def extend(self, other: Needles) -> None:
         for needle in other.needles:
-            self.needles.append(needle)
+            self._keep(needle)
+
+    def _keep(self, needle: Needle) -> None:
+        self.needles.append(needle)
+        if needle.key:
             self._index.setdefault(needle.key, []).append(needle)
+        else:
+            self._unindexed.append(needle)
 
     def kinds(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -104,9 +122,15 @@ class Needles:
 
     def _add(self, kind: str, regex: str, key_text: str, case_sensitive: bool) -> None:
         flags = 0 if case_sensitive else re.IGNORECASE
-        needle = Needle(kind, re.compile(regex, flags), _key(key_text))
-        self.needles.append(needle)
-        self._index.setdefault(needle.key, []).append(needle)
+        self._keep(Needle(kind, re.compile(regex, flags), _key(key_text)))
+
+    def add_spaced(self, kind: str, value: str) -> None:
+        """``value`` with any separators, or none, between its characters (``MEM987654`` as
+        ``mem-987 654``), case-insensitive, whole word. Its matches share no word, so it is
+        tried on every text."""
+        if value:
+            regex = _word(_ANY_SEPARATOR.join(re.escape(char) for char in value))
+            self._keep(Needle(kind, re.compile(regex, re.IGNORECASE), ""))
 
     def add_literal(self, kind: str, value: str, case_sensitive: bool = True) -> None:
         """``value`` as a whole word (no letter or digit glued to either end), plus its
@@ -150,6 +174,9 @@ class Needles:
                 for needle in self._index[token]:
                     if needle.pattern.search(text):
                         hits[Hit(location, needle.kind)] = None
+            for needle in self._unindexed:
+                if needle.pattern.search(text):
+                    hits[Hit(location, needle.kind)] = None
         return list(hits)
 
 
@@ -204,6 +231,41 @@ def needles_from_ehr(
         engine.dispose()
     for secret in secrets:
         needles.add_literal("secret", secret)
+    return needles
+
+
+def echo_needles(ehr_url: str, patient_ids: Iterable[int]) -> Needles:
+    """Needles for the spellings of these patients' data that an API quoting them in its
+    refusals uses and :func:`needles_from_ehr` does not cover (see the module docstring)."""
+    needles = Needles()
+    engine = sa.create_engine(ehr_url)
+    p, c = reference.patients.c, reference.coverages.c
+    try:
+        with engine.connect() as conn:
+            may_appear = _name_parts_that_may_appear(conn)
+            ids = list(patient_ids)
+            patients = conn.execute(
+                sa.select(p.first_name, p.last_name, p.date_of_birth).where(p.id.in_(ids))
+            ).all()
+            member_ids = conn.execute(
+                sa.select(c.member_id).where(c.patient_id.in_(ids), c.member_id.is_not(None))
+            ).scalars()
+            for member_id in member_ids:
+                needles.add_spaced("echoed member id", member_id)
+                digits = "".join(char for char in member_id if char.isdigit())
+                if len(digits) >= 5:
+                    needles.add_spaced("echoed member id", digits)
+    finally:
+        engine.dispose()
+    for first, last, born in patients:
+        name = f"{first or ''} {last or ''}"
+        parts = {part for split in _NAME_PARTS for part in split.split(name)}
+        for part in parts:
+            if len(part) >= 2 and part not in may_appear and part not in COMMON_WORDS:
+                needles.add_literal("echoed name part", part, case_sensitive=False)
+        if born:
+            needles.add_spaced("echoed date of birth", f"{born:%Y%m%d}")
+            needles.add_spaced("echoed date of birth", f"{born:%m%d%Y}")
     return needles
 
 

@@ -3,7 +3,9 @@ person can see for every patient's name, date of birth, member id and street add
 every secret used. Zero hits. See ``leak_scan.py`` for how the needles are chosen.
 
 Scenarios (one Dagster instance with real SQLite storage in a temporary DAGSTER_HOME):
-a ranged run with planted validation defects and two claims the API refuses (422), a dry run,
+a ranged run with planted validation defects and two claims the API refuses (422) while quoting
+their patients in several spellings (the emulator's ``echo_phi`` fault; the two patients are
+renamed first to carry an apostrophe, a hyphen, an accent and a two-letter part), a dry run,
 a run with a wrong API key, a source missing a table, a source URL with a password that does
 not connect, one whose URL is malformed; then the CLI: ``claims-pipeline demo`` (and
 ``check-source`` when present) in a subprocess with its own DAGSTER_HOME.
@@ -29,18 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
 from claims_pipeline import settings
+from claims_pipeline.delivery.client import batch_body
 from claims_pipeline.demo.seed import SeedSummary, seed_demo
 from claims_pipeline.emulator import EmulatorConfig, running_emulator
 from claims_pipeline.errors import ClaimsPipelineError
+from claims_pipeline.phi import REDACTED
 from claims_pipeline.sources import reference
 from claims_pipeline_tests.leak_scan import (
     CapturedOutput,
     Hit,
     Needles,
+    echo_needles,
     file_haystacks,
     instance_haystacks,
     needles_from_ehr,
@@ -95,21 +102,79 @@ def _materialize(instance: dg.DagsterInstance, first: date, last: date, **import
     )
 
 
-def _finalized_keys(ehr_url: str, day: date, count: int, exclude: set[str]) -> list[str]:
-    """Claim keys of ``count`` billable encounters of ``day`` that carry no planted defect."""
+# The patients of the claims the API refuses, renamed so that its echo of them has what
+# scrubbing finds hardest: an apostrophe, a hyphen, an accent, a two-letter part.
+ECHOED_PATIENTS = (
+    ("Mary", "O'Brien-Smith", date(1980, 3, 7), "MEM98765432"),
+    ("Zoë", "D'Arcy-Ng", date(1975, 11, 23), "QX55123987"),
+)
+
+
+def _refusable_claims(
+    ehr_url: str, day: date, count: int, exclude: set[str]
+) -> list[tuple[str, int]]:
+    """(claim key, patient id) of ``count`` billable encounters of ``day`` without a planted
+    defect, of distinct patients."""
     e = reference.encounters.c
     engine = sa.create_engine(ehr_url)
     try:
         with engine.connect() as conn:
-            ids = conn.execute(
-                sa.select(e.id)
+            rows = conn.execute(
+                sa.select(e.id, e.patient_id)
                 .where(e.status == reference.BILLABLE_STATUS, e.service_date == day)
                 .order_by(e.id)
-            ).scalars()
-            keys = [f"{reference.CLAIM_ID_PREFIX}{i}" for i in ids if str(i) not in exclude]
+            ).all()
     finally:
         engine.dispose()
-    return keys[:count]
+    chosen: dict[int, str] = {}
+    for encounter_id, patient_id in rows:
+        if str(encounter_id) not in exclude and patient_id not in chosen:
+            chosen[patient_id] = f"{reference.CLAIM_ID_PREFIX}{encounter_id}"
+    return [(key, patient_id) for patient_id, key in list(chosen.items())[:count]]
+
+
+def _rename_patients(ehr_url: str, patient_ids: list[int]) -> None:
+    """Give these patients the names, dates of birth and member ids of ECHOED_PATIENTS (a
+    coverage without a member id, a planted defect, stays without)."""
+    p, c = reference.patients, reference.coverages
+    engine = sa.create_engine(ehr_url)
+    try:
+        with engine.begin() as conn:
+            for patient_id, (first, last, born, member_id) in zip(
+                patient_ids, ECHOED_PATIENTS, strict=True
+            ):
+                conn.execute(
+                    sa.update(p)
+                    .where(p.c.id == patient_id)
+                    .values(first_name=first, last_name=last, date_of_birth=born)
+                )
+                conn.execute(
+                    sa.update(c)
+                    .where(c.c.patient_id == patient_id, c.c.member_id.is_not(None))
+                    .values(member_id=member_id)
+                )
+    finally:
+        engine.dispose()
+
+
+def _post_directly(url: str, data_dir: Path, day: date, keys: list[str]) -> httpx.Response:
+    """The stored claims ``keys`` of ``day``, posted as the pipeline posts them."""
+    table = pq.read_table(data_dir / "claims" / f"{day.isoformat()}.parquet")
+    payloads = [
+        row["payload"] for row in table.to_pylist() if row["claim_submitter_identifier"] in keys
+    ]
+    return httpx.post(
+        f"{url}/claims-import",
+        params={"tenant_id": TENANT_ID},
+        content=batch_body(payloads),
+        headers={"x-api-key": API_KEY, "content-type": "application/json"},
+        timeout=30,
+    )
+
+
+def _refusal_reasons(data_dir: Path, day: date) -> list[str | None]:
+    rows = pq.read_table(data_dir / "claims_import" / f"{day.isoformat()}.parquet").to_pylist()
+    return [row["reason"] for row in rows if row["outcome"] == "rejected"]
 
 
 def _patients_as_text(ehr_url: str) -> str:
@@ -180,7 +245,10 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
     ehr_url = f"sqlite:///{root / 'ehr.sqlite'}"
     seeded: SeedSummary = seed_demo(ehr_url, days=SEED_DAYS, encounters_per_day=40)
     first, last = seeded.first_service_date, seeded.last_service_date
-    refused = _finalized_keys(ehr_url, first, 2, set(seeded.defects))
+    refusable = _refusable_claims(ehr_url, first, len(ECHOED_PATIENTS), set(seeded.defects))
+    refused = [key for key, _ in refusable]
+    echoed_patients = [patient_id for _, patient_id in refusable]
+    _rename_patients(ehr_url, echoed_patients)
     source_errors = {
         "missing_table": _missing_table_ehr(root / "missing_table.sqlite"),
         # nothing listens on port 9: the connection is refused, the URL holds a password
@@ -202,8 +270,9 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
         env.setenv("CLAIMS_DATA_DIR", str(data_dir))
         with _instance(home, env) as instance:
             with CapturedOutput() as captured:
-                emulator.set_faults(reject_claims=refused)
+                emulator.set_faults(reject_claims=refused, echo_phi=True)
                 out.results["normal"] = _materialize(instance, first, last)
+                echo = _post_directly(emulator.url, data_dir, first, refused)  # the control
                 emulator.set_faults()
                 out.results["dry_run"] = _materialize(
                     instance, last, last, dry_run=True, force_resend=True
@@ -227,6 +296,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
             )
         out.haystacks.append(("emulator log", emulator.log_path.read_text(errors="replace")))
         out.facts["data_modes"] = _modes(data_dir)
+        out.facts["refusal_reasons"] = _refusal_reasons(data_dir, first)
         # The stored files README calls free of PHI, kept by purge: they are searched too.
         for asset in ("claims_import", "claim_rejections"):
             out.haystacks += list(parquet_haystacks(data_dir / asset))
@@ -265,6 +335,11 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
         ehr_url, secrets=[API_KEY, WRONG_API_KEY, DB_PASSWORD], allowed_dates=allowed_dates
     )
     out.needles.extend(needles_from_ehr(demo_ehr, allowed_dates=allowed_dates))
+    echoes = echo_needles(ehr_url, echoed_patients)
+    out.needles.extend(echoes)
+    out.facts["echo_needles"] = echoes
+    out.facts["echo_status"] = echo.status_code
+    out.facts["echo_control"] = out.needles.scan([("422 body", echo.text)])
     out.facts["seeded"] = seeded
     out.facts["refused"] = refused
     # The control: the emulator's database holds the claims as posted, so the same scan over
@@ -338,6 +413,28 @@ def test_the_needles_find_the_data_where_it_legitimately_is(scanned: Scanned) ->
         assert ("emulator", kind) in found
     for kind in ("patient name", "patient name part", "date of birth", "street address"):
         assert ("ehr", kind) in found
+
+
+def test_what_the_api_echoes_of_patients_in_its_refusals_is_kept_nowhere(
+    scanned: Scanned,
+) -> None:
+    """The API quoted the patients of the claims it refused, in several spellings; the
+    pipeline kept each refusal's reason, scrubbed, and nothing a person can see (logs, event
+    log, metadata, exceptions, the delivery results file, the ledger) holds any spelling."""
+    assert scanned.facts["echo_status"] == 422
+    echoed = {hit.kind for hit in scanned.facts["echo_control"]}
+    assert echoed >= {"patient name", "date of birth", "member id"}
+    assert echoed >= {"echoed name part", "echoed member id", "echoed date of birth"}
+    assert scanned.facts["echo_needles"].kinds()["echoed name part"] >= 5  # Brien, Ng, ...
+
+    hits = scanned.facts["echo_needles"].scan(scanned.haystacks)
+    assert not hits, _report(hits)
+    reasons = scanned.facts["refusal_reasons"]
+    assert len(reasons) == len(ECHOED_PATIENTS)
+    for reason in reasons:  # each echoed part reached the reason kept, redacted
+        assert reason and reason.startswith('{"detail": "patient \\"[redacted]\\" ('), reason
+        assert f"member {REDACTED} ({REDACTED}, " in reason
+        assert f"born {REDACTED} ({REDACTED}, {REDACTED}" in reason
 
 
 # -- the scan can fail ----------------------------------------------------------------------

@@ -11,7 +11,8 @@ JSON (400); the contract models, duplicate keys and ``reject_claims`` (422, noth
 the upsert, one transaction; then possibly a dropped connection.
 
 Error bodies are ``{"error": code, "message": text}`` and never repeat the key or a submitted
-value; a 422 adds ``"errors"``: one entry per problem, naming the claim and the field.
+value (unless the ``echo_phi`` fault is on); a 422 adds ``"errors"``: one entry per problem,
+naming the claim and the field.
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ from claims_pipeline.contract import (
 from claims_pipeline.emulator.config import EmulatorConfig
 from claims_pipeline.emulator.connection import ConnectionDropMiddleware, drop_connection
 from claims_pipeline.emulator.faults import Fault, FaultConfig, FaultInjector
-from claims_pipeline.emulator.problems import Problem, duplicate_problems, validation_problems
+from claims_pipeline.emulator.problems import (
+    Problem,
+    duplicate_problems,
+    echo_detail,
+    validation_problems,
+    with_echoed_phi,
+)
 from claims_pipeline.emulator.store import ClaimStore, IdempotencyConflict, IncomingClaim
 
 API_KEY_HEADER = "x-api-key"
@@ -162,13 +169,16 @@ class _Emulator:
         keys = [(claim.provider_npi, claim.claim_submitter_identifier) for claim in claims]
         duplicates = duplicate_problems(keys)
         if duplicates:
-            raise _invalid("claims repeat a key within the request; nothing was stored", duplicates)
+            raise self._invalid_claims(
+                "claims repeat a key within the request; nothing was stored", duplicates, raw
+            )
         rejected = self.injector.rejected(key for _, key in keys)
         if rejected:
             tally[f"fault.{Fault.REJECT_CLAIMS}"] += 1
-            raise _invalid(
+            raise self._invalid_claims(
                 "claims rejected by payer rules; nothing was stored",
                 [_payer_rejection(index, keys[index][1]) for index in rejected],
+                raw,
                 error="rejected_claims",
             )
         # Stored as posted (the parsed JSON), so a test compares exactly what the client sent.
@@ -241,17 +251,27 @@ class _Emulator:
         except ValueError:
             raise _error(400, "invalid_json", "the request body is not valid JSON") from None
 
-    @staticmethod
-    def _validate(body: bytes, raw: Any) -> list[Any]:
+    def _validate(self, body: bytes, raw: Any) -> list[Any]:
         try:
             return ImportRequest.model_validate_json(body).claims
         except ValidationError as exc:
             problems = validation_problems(exc, raw)
             claims = {p["claim_index"] for p in problems if p["claim_index"] is not None}
-            raise _invalid(
+            raise self._invalid_claims(
                 f"{len(problems)} problem(s) in {len(claims)} claim(s); nothing was stored",
                 problems,
+                raw,
             ) from None
+
+    def _invalid_claims(
+        self, message: str, problems: list[Problem], raw: Any, error: str = "invalid_claims"
+    ) -> _Refused:
+        """A 422 naming ``problems``. With the echo_phi fault, it quotes the patients of their
+        claims too: in each problem's message, and all together in ``detail``."""
+        if not self.injector.config.echo_phi:
+            return _invalid(message, problems, error)
+        echoed = with_echoed_phi(problems, raw)
+        return _error(422, error, message, errors=echoed, detail=echo_detail(problems, raw))
 
     # --- views for tests and users ---------------------------------------------------------
 

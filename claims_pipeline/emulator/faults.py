@@ -5,7 +5,9 @@ Rates are probabilities per import request. ``status_429``, ``status_500``, ``st
 fires per request (their rates add up to at most 1). ``slow`` delays a request before it is
 processed. ``drop_after_commit`` stores the claims and then closes the connection without an
 answer. ``reject_claims`` is not random: every request holding one of those
-``claim_submitter_identifier`` values is refused with a 422.
+``claim_submitter_identifier`` values is refused with a 422. ``echo_phi`` is not random either:
+it makes every 422 quote the patient data of the claims it names (name, member id, date of
+birth, reformatted), as a careless real API might; off by default, for tests of scrubbing.
 
 Every request draws the same three random numbers from a generator seeded by ``seed``, so a
 sequence of requests sent one at a time meets the same faults on every run. Concurrent
@@ -63,6 +65,7 @@ class FaultConfig(BaseModel):
     slow: Rate = 0.0
     drop_after_commit: Rate = 0.0
     reject_claims: tuple[str, ...] = ()
+    echo_phi: bool = False
     retry_after_seconds: int = Field(default=1, ge=0)
     slow_seconds: float = Field(default=2.0, ge=0.0)
     # Lets a test say "fail the first request, then behave" without a race against the client.
@@ -156,6 +159,8 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in FaultConfig.model_fields.items():
         if name == "reject_claims":
             help_text = "comma-separated claim_submitter_identifiers to refuse with a 422"
+        elif name == "echo_phi":
+            help_text = "true: 422 refusals quote the patient's name, member id and birth date"
         elif name in _RATE_FIELDS:
             help_text = f"rate 0..1 of {name} faults"
         else:

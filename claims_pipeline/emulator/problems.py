@@ -3,11 +3,18 @@
 A 422 body names the claim (its index, and its ``claim_submitter_identifier`` when that is
 valid), the field as a dotted path and what is wrong. It never carries pydantic's ``input``:
 a rejected value can be a patient's name, date of birth or member id.
+
+Unless asked to: with the ``echo_phi`` fault, :func:`with_echoed_phi` makes every problem of
+a claim quote that claim's patient, and :func:`echo_detail` gives them all for the body's
+``detail``, as some real APIs do, in the spellings such APIs use (``"Mary O'Brien-Smith"
+(O'BRIEN-SMITH, MARY)``, ``MEM-987654``, ``03/07/1980``), so that tests can prove the client
+scrubs what it keeps.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any, TypedDict
 
 from pydantic import ValidationError
@@ -110,3 +117,68 @@ def _safe_message(detail: ErrorDetails) -> str:
         if text and text in detail["msg"]:
             return f"invalid value ({detail['type']})"
     return detail["msg"]
+
+
+def with_echoed_phi(problems: list[Problem], raw_request: Any) -> list[Problem]:
+    """``problems`` with the patient data of each problem's claim added to its message (the
+    ``echo_phi`` fault: a careless API, for tests of the client's scrubbing)."""
+    raw_claims = raw_request.get("claims") if isinstance(raw_request, dict) else None
+    if not isinstance(raw_claims, list):
+        return problems
+    echoed: list[Problem] = []
+    for problem in problems:
+        index = problem["claim_index"]
+        if index is not None and index < len(raw_claims):
+            echo = echoed_phi(raw_claims[index])
+            if echo:
+                problem = Problem(**{**problem, "message": f"{problem['message']}: {echo}"})
+        echoed.append(problem)
+    return echoed
+
+
+def echo_detail(problems: list[Problem], raw_request: Any) -> str:
+    """The patient data of the claims ``problems`` name, one claim after the other (the
+    ``detail`` of a 422 with the ``echo_phi`` fault)."""
+    raw_claims = raw_request.get("claims") if isinstance(raw_request, dict) else None
+    if not isinstance(raw_claims, list):
+        return ""
+    indexes = dict.fromkeys(p["claim_index"] for p in problems if p["claim_index"] is not None)
+    echoes = (echoed_phi(raw_claims[i]) for i in indexes if i < len(raw_claims))
+    return "; ".join(echo for echo in echoes if echo)
+
+
+def echoed_phi(raw_claim: Any) -> str:
+    """The claim's patient name, member id and date of birth, each as given and reformatted:
+    ``patient "Mary O'Brien-Smith" (O'BRIEN-SMITH, MARY; 'Smith'), member MEM987654
+    (MEM-987654, mem 987654, 987-654), born 1980-03-07 (03/07/1980, 3/7/1980, 19800307)``.
+    Empty for a claim without any of them."""
+    if not isinstance(raw_claim, dict):
+        return ""
+    said: list[str] = []
+    name = raw_claim.get("patient_name")
+    if isinstance(name, str) and name.strip():
+        words = name.split()
+        last, first = words[-1], " ".join(words[:-1])
+        shown = f"{last}, {first}".upper() if first else last.upper()
+        pieces = "; ".join(f"'{piece}'" for piece in last.split("-")[1:])
+        said.append(f'patient "{name}" ({shown}{"; " + pieces if pieces else ""})')
+    member_id = raw_claim.get("patient_member_id")
+    if isinstance(member_id, str) and member_id.strip():
+        letters = member_id.rstrip("0123456789")
+        digits = member_id[len(letters) :]
+        spellings = [f"{letters}-{digits}", f"{letters.lower()} {digits}"] if letters else []
+        if len(digits) >= 2:
+            spellings.append(f"{digits[: len(digits) // 2]}-{digits[len(digits) // 2 :]}")
+        said.append(f"member {member_id}" + (f" ({', '.join(spellings)})" if spellings else ""))
+    born = raw_claim.get("patient_dob")
+    if isinstance(born, str) and born.strip():
+        try:
+            day = date.fromisoformat(born)
+        except ValueError:
+            said.append(f"born {born}")
+        else:
+            said.append(
+                f"born {born} ({day.month:02d}/{day.day:02d}/{day.year}, "
+                f"{day.month}/{day.day}/{day.year}, {day:%Y%m%d})"
+            )
+    return ", ".join(said)

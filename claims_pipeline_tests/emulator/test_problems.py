@@ -1,18 +1,43 @@
-"""422 problems: where each problem is, and never what was submitted."""
+"""422 problems: where each problem is, and never what was submitted (unless the echo_phi
+fault asks for it)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from claims_pipeline.contract import CHARGE_LINE_FIELDS, CLAIM_FIELDS, ImportRequest
-from claims_pipeline.emulator.problems import Problem, duplicate_problems, validation_problems
-from claims_pipeline_tests.emulator.factories import make_charge_line, make_claim
+from claims_pipeline.emulator import FaultConfig, RunningEmulator
+from claims_pipeline.emulator.faults import (
+    add_fault_arguments,
+    fault_arguments,
+    faults_from_arguments,
+)
+from claims_pipeline.emulator.problems import (
+    Problem,
+    duplicate_problems,
+    echo_detail,
+    echoed_phi,
+    validation_problems,
+    with_echoed_phi,
+)
+from claims_pipeline_tests.emulator.factories import (
+    MEMBER_ID,
+    PATIENT_DOB,
+    PATIENT_NAME,
+    assert_no_phi,
+    make_charge_line,
+    make_claim,
+    make_claims,
+    post_claims,
+)
 
 
 def _problems(request: dict[str, Any]) -> list[Problem]:
@@ -101,3 +126,102 @@ def test_duplicates_point_at_the_first_occurrence() -> None:
             ),
         }
     ]
+
+
+# -- the echo_phi fault: a careless API that quotes the patient ------------------------------
+
+ECHO_PATIENT = {
+    "patient_name": "Mary O'Brien-Smith",
+    "patient_member_id": "MEM987654",
+    "patient_dob": "1980-03-07",
+}
+
+
+def test_the_echo_quotes_name_member_id_and_birth_date_in_several_spellings() -> None:
+    echo = echoed_phi(make_claim(**ECHO_PATIENT))
+
+    for spelling in (
+        '"Mary O\'Brien-Smith"',
+        "O'BRIEN-SMITH, MARY",
+        "'Smith'",
+        "MEM987654",
+        "MEM-987654",
+        "mem 987654",
+        "987-654",
+        "1980-03-07",
+        "03/07/1980",
+        "3/7/1980",
+        "19800307",
+    ):
+        assert spelling in echo
+
+
+@pytest.mark.parametrize("claim", [{}, "not a claim", {"patient_name": 7}, None])
+def test_the_echo_of_a_claim_without_patient_data_is_empty(claim: Any) -> None:
+    assert echoed_phi(claim) == ""
+
+
+def test_the_echo_goes_into_problems_of_a_claim_only() -> None:
+    of_claim = Problem(
+        claim_index=1,
+        claim_submitter_identifier="K-2",
+        field=None,
+        code="payer_rule",
+        message="claim rejected by payer rules",
+    )
+    of_request = Problem(
+        claim_index=None, claim_submitter_identifier=None, field="claims", code="x", message="m"
+    )
+    request = {"claims": [make_claim("K-1"), make_claim("K-2", **ECHO_PATIENT)]}
+
+    echoed = with_echoed_phi([of_claim, of_request], request)
+
+    assert echoed[0]["message"].startswith('claim rejected by payer rules: patient "Mary')
+    assert echoed[0]["message"].endswith(echoed_phi(request["claims"][1]))
+    assert echoed[1] == of_request
+    assert of_claim["message"] == "claim rejected by payer rules"  # the input is untouched
+    detail = echo_detail([of_claim, of_request, of_claim], request)
+    assert detail == echoed_phi(request["claims"][1])
+    assert echo_detail([of_request], request) == ""
+
+
+def test_echo_phi_is_off_by_default_and_settable_from_the_command_line() -> None:
+    assert FaultConfig().echo_phi is False
+    parser = argparse.ArgumentParser()
+    add_fault_arguments(parser)
+    config = FaultConfig(echo_phi=True, reject_claims=("CLM-1",))
+
+    assert faults_from_arguments(parser.parse_args(fault_arguments(config))) == config
+    assert faults_from_arguments(parser.parse_args([])).echo_phi is False
+
+
+def test_a_payer_rejection_echoes_the_patient_only_with_echo_phi(
+    api: httpx.Client, emulator: RunningEmulator
+) -> None:
+    claims = make_claims(3)
+    emulator.set_faults(reject_claims=["CLM-00001"])
+    quiet = post_claims(api, claims)
+    emulator.set_faults(reject_claims=["CLM-00001"], echo_phi=True)
+    loud = post_claims(api, claims)
+
+    assert quiet.status_code == loud.status_code == 422
+    assert_no_phi(quiet.text)
+    [problem] = loud.json()["errors"]
+    assert problem["claim_index"] == 1
+    for value in (PATIENT_NAME, MEMBER_ID, PATIENT_DOB, "07/04/1961", "TESTPATIENT, JANE Q"):
+        assert value in problem["message"]
+        assert value in loud.json()["detail"]
+    assert emulator.claims() == []
+
+
+def test_a_validation_problem_echoes_the_patient_with_echo_phi(
+    api: httpx.Client, emulator: RunningEmulator
+) -> None:
+    emulator.set_faults(echo_phi=True)
+
+    response = post_claims(api, [make_claim(facility_code_value=None)])
+
+    assert response.status_code == 422
+    [problem] = response.json()["errors"]
+    assert problem["field"] == "facility_code_value"
+    assert PATIENT_NAME in problem["message"] and MEMBER_ID in problem["message"]
