@@ -26,8 +26,15 @@ class Pipeline:
     data_dir: Path
     instance: dg.DagsterInstance
 
-    def materialize(self, first: date, last: date | None = None, **kwargs: Any):
-        """Run the claims_sync assets for one day or a range (one run), as a backfill does."""
+    def materialize(
+        self,
+        first: date,
+        last: date | None = None,
+        instance: dg.DagsterInstance | None = None,
+        **kwargs: Any,
+    ):
+        """Run the claims_sync assets for one day or a range (one run), as a backfill does;
+        on this pipeline's instance unless another is given."""
         from claims_pipeline.definitions import defs
         from claims_pipeline.defs.resources import build_resources
         from claims_pipeline.defs.schedules import range_tags
@@ -37,7 +44,7 @@ class Pipeline:
         return dg.materialize(
             list(dict.fromkeys(assets)),
             resources=build_resources(),
-            instance=self.instance,
+            instance=instance or self.instance,
             tags=range_tags(first, last),
             raise_on_error=False,
             **kwargs,

@@ -4,6 +4,7 @@ and the nightly schedule that finds an edit 200 days back."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, time, timedelta
@@ -220,3 +221,56 @@ def test_an_edit_200_days_back_is_resynced_by_the_next_nightly_run(long_history)
         dg.build_schedule_context(scheduled_execution_time=tick, resources=build_resources())
     )
     assert len(again) == 1  # synced: nothing older to do
+
+
+def test_two_overlapping_runs_on_two_instances_end_equal_to_the_ehr(pipeline):
+    """A nightly run and a backfill of the same day on two Dagster instances, the EHR edited
+    between their extractions: the service and the ledger end with the later content."""
+    import threading
+    import time as clock
+
+    import pyarrow.parquet as pq
+
+    assert pipeline.materialize(YESTERDAY).success
+    encounter_id, key, _ = delivered_encounter(pipeline)
+    pipeline.emulator.set_faults(slow=1.0, slow_seconds=0.3)
+    results = {}
+    threads = []
+
+    def run(name):
+        with dg.DagsterInstance.ephemeral() as instance:
+            results[name] = pipeline.materialize(YESTERDAY, instance=instance).success
+
+    for fee in (11, 23):
+        execute(
+            pipeline,
+            "UPDATE charges SET line_amount = line_amount + :f "
+            "WHERE encounter_id = :e AND line_number = 1",
+            f=fee,
+            e=encounter_id,
+        )
+        threads.append(threading.Thread(target=run, args=(fee,)))
+        threads[-1].start()
+        clock.sleep(0.5)
+    for thread in threads:
+        thread.join(120)
+    assert results == {11: True, 23: True}
+    stored = pq.read_table(
+        pipeline.data_dir / "claims" / f"{YESTERDAY.isoformat()}.parquet"
+    ).to_pylist()
+    latest = {row["claim_submitter_identifier"]: row for row in stored}
+    on_api = {c["claim_submitter_identifier"]: c for c in pipeline.emulator.claims()}
+    assert set(on_api) == set(latest)
+    for claim_key, row in latest.items():
+        assert on_api[claim_key]["content"] == json.loads(row["payload"])
+    entries = ledger(pipeline).lookup(TENANT_ID, list(latest))
+    assert {k: e.content_hash for k, e in entries.items()} == {
+        k: row["content_hash"] for k, row in latest.items()
+    }
+    with ehr(pipeline).connect() as conn:
+        fee = conn.execute(
+            sa.text("SELECT line_amount FROM charges WHERE encounter_id = :e AND line_number = 1"),
+            {"e": encounter_id},
+        ).scalar_one()
+    line = on_api[key]["content"]["charge_lines"][0]
+    assert round(float(line["monetary_amount"]), 2) == round(float(fee), 2)
