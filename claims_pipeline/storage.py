@@ -63,7 +63,7 @@ DELIVERY_SCHEMA = pa.schema(
         pa.field("service_date", pa.date32(), nullable=False),
         pa.field("provider_npi", pa.string(), nullable=False),
         pa.field("claim_submitter_identifier", pa.string(), nullable=False),
-        pa.field("outcome", pa.string(), nullable=False),  # sent|unchanged|rejected|pending|dry_run
+        pa.field("outcome", pa.string(), nullable=False),  # delivery.sink.Outcome values
         pa.field("claim_id", pa.int64()),
         pa.field("content_hash", pa.string()),
         pa.field("reason", pa.string()),  # scrubbed server message for rejected/pending

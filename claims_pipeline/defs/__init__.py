@@ -4,6 +4,6 @@ import warnings
 
 import dagster as dg
 
-# BackfillPolicy.single_run() is what makes a UI backfill one run (DESIGN.md); dagster marks
+# BackfillPolicy.single_run() is what makes a UI backfill one run (docs/deploying.md); dagster marks
 # the parameter beta. We depend on it deliberately, so its warning is not news to operators.
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning)
