@@ -49,11 +49,13 @@ def measure(url: str, schema: str, days: int, per_day: int, back: int, repeat: i
                 ),
                 {"d": edited, "n": edited + timedelta(days=1)},
             )
+    before = last - timedelta(days=7)  # the nightly window re-reads the last days anyway
+    synced = {day: fingerprint for day, fingerprint in synced.items() if day < before}
     timings = []
     for _ in range(repeat):
         started = time.perf_counter()
         with engine.connect() as conn:
-            found = changed_days(conn, schema, synced, last - timedelta(days=7))
+            found = changed_days(conn, schema, synced, before)
         timings.append(time.perf_counter() - started)
     engine.dispose()
     assert found == [edited], found

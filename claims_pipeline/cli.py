@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date, timedelta
+from typing import Any
 
 from claims_pipeline.errors import ClaimsPipelineError
 
@@ -94,8 +95,15 @@ def _claim(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             entries = ledger.open_entries(tenant_id)
-            if not entries:
-                print(f"No held or withdrawn claims for tenant {tenant_id}.")
+            unsent = ledger.unsent(tenant_id)
+            if not entries and not unsent:
+                print(f"No held, withdrawn, refused or pending claims for tenant {tenant_id}.")
+            for u in unsent:
+                print(
+                    f"{u.claim_submitter_identifier}\t{u.outcome}\t{u.service_date}\t"
+                    f"{u.attempts} attempt(s)\t{u.payer_name or ''}\t{u.billed_amount or ''}\t"
+                    f"{u.reason or ''}"
+                )
             for e in entries:
                 print(
                     f"{e.claim_submitter_identifier}\t{e.state}\t{e.service_date}\t"
@@ -114,27 +122,37 @@ def _claim(args: argparse.Namespace) -> int:
             )
         elif args.action == "resolve":
             ledger.resolve(tenant_id, args.key)
-            print(f"{args.key}: marked resolved; it is no longer reported as withdrawn.")
+            print(f"{args.key}: marked resolved; it is no longer reported or retried.")
         else:
-            found = ledger.lookup(tenant_id, [args.key]).get(args.key)
-            if found is None:
-                print(f"{args.key}: not in the ledger of tenant {tenant_id} (never delivered).")
-                return 1
-            for name in (
-                "state",
-                "service_date",
-                "provider_npi",
-                "held_npi",
-                "released_npi",
-                "claim_id",
-                "content_hash",
-                "extracted_at",
-                "note",
-            ):
-                print(f"{name}: {getattr(found, name)}")
+            return _show_claim(ledger, tenant_id, args.key)
         return 0
     finally:
         ledger.dispose()
+
+
+def _show_claim(ledger: Any, tenant_id: int, key: str) -> int:
+    """One claim's story: what the service holds, then every attempt that did not land."""
+    found = ledger.lookup(tenant_id, [key]).get(key)
+    attempts = ledger.attempts(tenant_id, key)
+    if found is None and not attempts:
+        print(f"{key}: unknown to the ledger of tenant {tenant_id}.")
+        return 1
+    if found is None:
+        print(f"{key}: never acknowledged by the service")
+    else:
+        print(
+            f"{key}: {found.state}, date of service {found.service_date}, claim_id "
+            f"{found.claim_id} under NPI {found.provider_npi}, content {found.content_hash[:12]}"
+            + (f", held for NPI {found.held_npi}" if found.held_npi else "")
+            + (f", released for NPI {found.released_npi}" if found.released_npi else "")
+            + (f" ({found.note})" if found.note else "")
+        )
+    for a in attempts:
+        print(
+            f"  {a.attempted_at:%Y-%m-%d %H:%M:%S} run {a.run_id}: {a.outcome}"
+            + (f" - {a.reason}" if a.reason else "")
+        )
+    return 0
 
 
 def _age(text: str) -> timedelta:
@@ -219,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     claim = commands.add_parser(
         "claim",
-        help="Claims that need a person (docs/claim-lifecycle.md): list the held and withdrawn "
-        "ones, show one, release a held claim, resolve a withdrawn one.",
+        help="Claims that need a person (docs/claim-lifecycle.md): list the held, withdrawn, "
+        "refused and pending ones, show one's story, release a held claim, resolve a withdrawn "
+        "or refused one.",
     )
     claim.add_argument("action", choices=["list", "show", "release", "resolve"])
     claim.add_argument("key", nargs="?", help="the claim_submitter_identifier")

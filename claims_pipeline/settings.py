@@ -44,6 +44,17 @@ CLAIMS_MAX_REQUESTS_PER_SECOND = Setting(
 CLAIMS_MAX_REJECTION_RATE = Setting(
     "CLAIMS_MAX_REJECTION_RATE", "rejection rate above which posting is blocked", "0.2"
 )
+CLAIMS_MAX_DELIVERY_ATTEMPTS = Setting(
+    "CLAIMS_MAX_DELIVERY_ATTEMPTS",
+    "nights a refused or pending claim is retried before it waits for a person",
+    "10",
+)
+CLAIMS_FILING_LIMITS_FILE = Setting(
+    "CLAIMS_FILING_LIMITS_FILE", "YAML file of timely-filing limits per payer (days)"
+)
+CLAIMS_FILING_WARN_DAYS = Setting(
+    "CLAIMS_FILING_WARN_DAYS", "days before a filing deadline the check warns", "30"
+)
 CLAIMS_EXECUTOR = Setting(
     "CLAIMS_EXECUTOR", "where steps run: multiprocess, in_process, k8s or celery", "multiprocess"
 )

@@ -1,12 +1,15 @@
 """``claims_import``: deliver each day's claims to the import API, idempotently, and record for
 every claim its claim_id and whether it was sent, unchanged, rejected by the API or pending."""
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -20,11 +23,25 @@ from claims_pipeline.defs.reporting import (
     per_day_materializations,
     range_totals,
 )
-from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage
+from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, QualityGates
 from claims_pipeline.defs.tables import RowBuffer
 from claims_pipeline.delivery.client import ApiEndpointError, ImportApiClient
-from claims_pipeline.delivery.ledger import ClaimState, DeliveryLedger, DeliveryLock, LedgerEntry
-from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, OutgoingClaim, deliver
+from claims_pipeline.delivery.filing import deadlines_ahead, load_filing_limits
+from claims_pipeline.delivery.ledger import (
+    Attempt,
+    ClaimState,
+    DeliveryLedger,
+    DeliveryLock,
+    LedgerEntry,
+    UnsentClaim,
+)
+from claims_pipeline.delivery.sink import (
+    DeliveryOptions,
+    DeliveryResult,
+    Outcome,
+    OutgoingClaim,
+    deliver,
+)
 from claims_pipeline.errors import AuthenticationError
 from claims_pipeline.storage import (
     DELIVERY_SCHEMA,
@@ -39,6 +56,7 @@ ACKED_CHECK = "valid_claims_acknowledged"
 CONSERVED_CHECK = "encounters_conserved"
 PROVIDER_CHECK = "no_provider_changes_held"
 WITHDRAWN_CHECK = "no_withdrawn_claims"
+FILING_CHECK = "filing_deadlines_ahead"
 PROGRESS_EVERY_CLAIMS = 10_000
 DRY_RUN_DIR = f"{ASSET}_dry_run"
 #: Outcomes after which the ledger must hold the claim's content.
@@ -157,6 +175,12 @@ def withdrawn_claims(
             description="The service holds no claim of these days that the EHR voided, "
             "deleted, stopped billing or moved out of the run.",
         ),
+        dg.AssetCheckSpec(
+            FILING_CHECK,
+            asset=ASSET,
+            description="No claim refused by the service or pending (of any day) is within "
+            "CLAIMS_FILING_WARN_DAYS of its payer's timely-filing deadline, or past it.",
+        ),
     ],
 )
 def claims_import(
@@ -164,6 +188,7 @@ def claims_import(
     config: ImportConfig,
     claims_api: ClaimsApi,
     claims_storage: ClaimsStorage,
+    quality_gates: QualityGates,
 ) -> Iterator[Any]:
     store = claims_storage.store()
     ledger = claims_storage.ledger()
@@ -196,7 +221,7 @@ def claims_import(
             context.run.run_id, {"dagster/retry_on_asset_or_op_failure": "false"}
         )
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    yield from _report(context, store, ledger, claims_api.tenant_id, days, report, client)
+    yield from _report(context, store, ledger, quality_gates, days, report, client)
 
 
 @dataclass
@@ -205,6 +230,7 @@ class _RunReport:
     id_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     held: list[dict[str, str]] = field(default_factory=list)
     withdrawn: list[LedgerEntry] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 def _deliver(
@@ -244,6 +270,8 @@ def _deliver(
             if result.claim_id is not None and result.outcome in _ACKNOWLEDGED:
                 low, high = report.id_ranges.get(day, (result.claim_id,) * 2)
                 report.id_ranges[day] = (min(low, result.claim_id), max(high, result.claim_id))
+            if result.outcome in (Outcome.REJECTED, Outcome.PENDING):
+                report.attempts.append(_attempt(result))
             if result.outcome is Outcome.HELD:
                 report.held.append(
                     {"claim": claim.claim_submitter_identifier, "new_npi": claim.provider_npi}
@@ -263,6 +291,7 @@ def _deliver(
                 context.log.info(f"claims_import: {done} claims processed so far")
         for out in results_out.values():
             out.flush()
+    ledger.record_attempts(client.tenant_id, report.attempts, context.run.run_id)
     report.withdrawn = withdrawn_claims(
         ledger, client.tenant_id, days, seen, _rejected_keys(store, days)
     )
@@ -276,15 +305,35 @@ def _deliver(
     return report
 
 
+def _attempt(result: DeliveryResult) -> Attempt:
+    """A refused or pending claim as the ledger remembers it: payer and billed amount, no
+    PHI."""
+    claim = json.loads(result.claim.payload)
+    amount = sum(
+        (Decimal(str(line.get("monetary_amount", 0))) for line in claim.get("charge_lines", [])),
+        Decimal(0),
+    )
+    return Attempt(
+        result.claim.claim_submitter_identifier,
+        result.claim.service_date,
+        result.outcome.value,
+        result.reason,
+        claim.get("payer_name"),
+        result.claim.provider_npi,
+        amount,
+    )
+
+
 def _report(
     context: AssetExecutionContext,
     store: PartitionStore,
     ledger: DeliveryLedger,
-    tenant_id: int,
+    gates: QualityGates,
     days: list[str],
     report: _RunReport,
     client: ImportApiClient,
 ) -> Iterator[Any]:
+    tenant_id = client.tenant_id
     figures: dict[str, dict[str, Any]] = {}
     unbalanced = []
     withdrawn_by_day = Counter(
@@ -345,6 +394,21 @@ def _report(
             metadata={k: v for k, v in totals.items() if isinstance(v, int | str)},
         )
     acknowledged, expected = _acknowledged(store, ledger, tenant_id, days)
+    unsent = ledger.unsent(tenant_id)
+    totals["open_unsent"] = len(unsent)
+    totals["open_unsent_claims"] = markdown_table(
+        [
+            {
+                "claim": u.claim_submitter_identifier,
+                "service_date": str(u.service_date),
+                "last_outcome": u.outcome,
+                "attempts": u.attempts,
+                "payer": u.payer_name or "",
+                "billed": str(u.billed_amount or ""),
+            }
+            for u in unsent[:MAX_LISTED]
+        ]
+    )
     yield dg.MaterializeResult(
         asset_key=ASSET,
         metadata=totals,
@@ -360,6 +424,7 @@ def _report(
                 metadata={"unbalanced_days": ", ".join(unbalanced) or "none"},
             ),
             _held_check(ledger, tenant_id, report.held),
+            _filing_check(unsent, gates),
             dg.AssetCheckResult(
                 check_name=WITHDRAWN_CHECK,
                 passed=not report.withdrawn,
@@ -409,6 +474,36 @@ def _held_check(
             "claims": markdown_table(rows),
             "what_to_do": "Void or correct the claim_id at the billing service, then "
             "`claims-pipeline claim release KEY` (docs/claim-lifecycle.md).",
+        },
+    )
+
+
+def _filing_check(unsent: list[UnsentClaim], gates: QualityGates) -> dg.AssetCheckResult:
+    limits = load_filing_limits(gates.filing_limits_file)
+    today = datetime.now(ZoneInfo(daily_partitions.timezone)).date()
+    due = deadlines_ahead(unsent, limits, today, gates.filing_warn_days)
+    at_risk = sum((d.billed_amount or Decimal(0) for d in due), Decimal(0))
+    return dg.AssetCheckResult(
+        check_name=FILING_CHECK,
+        passed=not due,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "claims_near_deadline": len(due),
+            "missed": sum(1 for d in due if d.days_left < 0),
+            "dollars_at_risk": float(at_risk),
+            "claims": markdown_table(
+                [
+                    {
+                        "claim": d.claim_submitter_identifier,
+                        "days_left": d.days_left,
+                        "deadline": str(d.deadline),
+                        "billed": str(d.billed_amount or ""),
+                        "payer": d.payer_name or "",
+                        "last_outcome": d.outcome,
+                    }
+                    for d in due[:MAX_LISTED]
+                ]
+            ),
         },
     )
 

@@ -135,9 +135,13 @@ class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
 
 
 class QualityGates(dg.ConfigurableResource):
-    """Thresholds of the blocking checks."""
+    """Thresholds of the checks, and how long a claim that did not reach the service is
+    retried and watched."""
 
     max_rejection_rate: float = 0.2
+    max_delivery_attempts: int = 10
+    filing_limits_file: str | None = None
+    filing_warn_days: int = 30
 
 
 def _env(setting: settings.Setting, kind: str = "str") -> Any:
@@ -175,6 +179,9 @@ def build_resources() -> dict[str, Any]:
             ledger_url=_env(settings.CLAIMS_LEDGER_URL),
         ),
         "quality_gates": QualityGates(
-            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float")
+            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float"),
+            max_delivery_attempts=_env(settings.CLAIMS_MAX_DELIVERY_ATTEMPTS, "int"),
+            filing_limits_file=_env(settings.CLAIMS_FILING_LIMITS_FILE),
+            filing_warn_days=_env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
         ),
     }

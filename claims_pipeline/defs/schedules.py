@@ -18,7 +18,7 @@ from claims_pipeline.defs.claims import CLAIMS, REJECTIONS
 from claims_pipeline.defs.claims_import import ASSET as IMPORT
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
 from claims_pipeline.defs.partitions import daily_partitions
-from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase
+from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 
@@ -60,6 +60,23 @@ def edited_days(
         engine.dispose()
 
 
+def retry_days(
+    claims_api: ClaimsApi, claims_storage: ClaimsStorage, gates: QualityGates, before: date
+) -> list[date]:
+    """Days before ``before`` holding claims the service refused or never acknowledged that
+    have not used up CLAIMS_MAX_DELIVERY_ATTEMPTS."""
+    unsent = claims_storage.ledger().unsent(claims_api.tenant_id)
+    return sorted(
+        {
+            u.service_date
+            for u in unsent
+            if u.service_date
+            and u.service_date < before
+            and u.attempts < gates.max_delivery_attempts
+        }
+    )
+
+
 def build_nightly_schedule(
     timezone: str, lookback_days: int, first_partition: date
 ) -> dg.ScheduleDefinition:
@@ -84,6 +101,7 @@ def build_nightly_schedule(
         ehr: EhrDatabase,
         claims_api: ClaimsApi,
         claims_storage: ClaimsStorage,
+        quality_gates: QualityGates,
     ) -> list[dg.RunRequest] | dg.SkipReason:
         # The daemon passes the tick in execution_timezone; a caller may pass any instant.
         instant = context.scheduled_execution_time or datetime.now(zone)
@@ -98,6 +116,9 @@ def build_nightly_schedule(
         ]
         try:
             edited = edited_days(ehr, claims_api, claims_storage, before=first)
+            edited = sorted(
+                set(edited) | set(retry_days(claims_api, claims_storage, quality_gates, first))
+            )
         except Exception as error:  # the nightly window still runs; the log says why
             context.log.warning(
                 f"nightly_claims_sync: finding edits before {first} failed "
@@ -108,13 +129,14 @@ def build_nightly_schedule(
             requests.append(
                 dg.RunRequest(
                     run_key=f"edits-{last.isoformat()}-{start.isoformat()}",
-                    tags=range_tags(start, end) | {"claims_pipeline/trigger": "ehr_edits"},
+                    tags=range_tags(start, end) | {"claims_pipeline/trigger": "edits_or_retries"},
                 )
             )
         if edited:
             context.log.info(
                 f"nightly_claims_sync: {len(edited)} earlier day(s) changed in the EHR since "
-                f"they were synced: {', '.join(d.isoformat() for d in edited[:20])}"
+                "they were synced or hold claims to retry: "
+                f"{', '.join(d.isoformat() for d in edited[:20])}"
             )
         return requests
 

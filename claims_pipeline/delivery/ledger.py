@@ -20,9 +20,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -115,6 +118,26 @@ delivery_locks = Table(
     **_MYSQL_OPTIONS,
 )
 
+claim_attempts = Table(
+    "claim_ledger_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", BigInteger, nullable=False),
+    Column("claim_submitter_identifier", String(20), nullable=False),
+    Column("attempted_at", _INSTANT, nullable=False),
+    Column("run_id", String(64)),
+    Column("service_date", Date),
+    Column("outcome", String(16), nullable=False),  # rejected | pending | resolved
+    Column("reason", String(300)),  # scrubbed of PHI
+    Column("payer_name", String(100)),
+    Column("provider_npi", String(10)),
+    Column("billed_amount", String(20)),  # decimal text: exact money
+    Index("ix_claim_ledger_attempts_key", "tenant_id", "claim_submitter_identifier"),
+    **_MYSQL_OPTIONS,
+)
+
 schema_table = Table(
     "claims_delivery_ledger_schema",
     metadata,
@@ -140,6 +163,39 @@ class LedgerEntry:
     held_npi: str | None = None
     released_npi: str | None = None
     note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A delivery that did not end at the service (refused or pending), or an operator's
+    resolution of such a claim."""
+
+    claim_submitter_identifier: str
+    service_date: date | None
+    outcome: str  # rejected | pending | resolved
+    reason: str | None = None
+    payer_name: str | None = None
+    provider_npi: str | None = None
+    billed_amount: Decimal | None = None
+    run_id: str | None = None
+    attempted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsentClaim:
+    """A claim whose latest delivery was refused or stayed pending, and is not resolved."""
+
+    claim_submitter_identifier: str
+    service_date: date | None
+    outcome: str
+    attempts: int
+    reason: str | None
+    payer_name: str | None
+    billed_amount: Decimal | None
+
+
+#: Outcomes of an attempt that leave a claim open (retried on later nights).
+UNSENT = ("rejected", "pending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,22 +380,119 @@ class DeliveryLedger:
             )
         return entry
 
-    def resolve(self, tenant_id: int, key: str) -> None:
-        """Mark a withdrawn claim as dealt with at the service (it stops being reported)."""
-        if not self.mark(
+    def resolve(self, tenant_id: int, key: str, run_id: str = "operator") -> None:
+        """Mark a withdrawn claim as dealt with at the service, or stop retrying a refused or
+        pending one (it stops being reported)."""
+        if self.mark(
             tenant_id,
             key,
             ClaimState.RESOLVED,
             note="resolved by an operator",
             expected=[ClaimState.WITHDRAWN],
         ):
-            raise DeliveryError(f"Claim {key} of tenant {tenant_id} is not withdrawn.")
+            return
+        unsent = next(
+            (u for u in self.unsent(tenant_id) if u.claim_submitter_identifier == key), None
+        )
+        if unsent is None:
+            raise DeliveryError(
+                f"Claim {key} of tenant {tenant_id} is not withdrawn, refused or pending."
+            )
+        self.record_attempts(
+            tenant_id,
+            [Attempt(key, unsent.service_date, "resolved", "resolved by an operator")],
+            run_id,
+        )
 
     def count(self, tenant_id: int) -> int:
         with self.engine.connect() as conn:
             return conn.execute(
                 select(func.count()).where(claim_ledger.c.tenant_id == tenant_id)
             ).scalar_one()
+
+    # -- claims not delivered ---------------------------------------------------------------
+
+    def record_attempts(self, tenant_id: int, attempts: Sequence[Attempt], run_id: str) -> None:
+        """Remember refused and pending deliveries (and resolutions): each is one row."""
+        if not attempts:
+            return
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(claim_attempts),
+                [
+                    {
+                        "tenant_id": tenant_id,
+                        "claim_submitter_identifier": a.claim_submitter_identifier,
+                        "attempted_at": now,
+                        "run_id": run_id,
+                        "service_date": a.service_date,
+                        "outcome": a.outcome,
+                        "reason": (a.reason or "")[:300] or None,
+                        "payer_name": (a.payer_name or "")[:100] or None,
+                        "provider_npi": a.provider_npi,
+                        "billed_amount": None if a.billed_amount is None else str(a.billed_amount),
+                    }
+                    for a in attempts
+                ],
+            )
+
+    def attempts(self, tenant_id: int, key: str) -> list[Attempt]:
+        """Every recorded attempt of one claim, oldest first."""
+        c = claim_attempts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(claim_attempts)
+                .where(c.tenant_id == tenant_id, c.claim_submitter_identifier == key)
+                .order_by(c.attempted_at, c.id)
+            ).all()
+        return [_attempt(row) for row in rows]
+
+    def unsent(self, tenant_id: int) -> list[UnsentClaim]:
+        """Claims whose latest attempt was refused or pending, with no delivery or resolution
+        since, oldest date of service first."""
+        c = claim_attempts.c
+        latest: dict[str, Any] = {}
+        failures: dict[str, int] = defaultdict(int)
+        with self.engine.connect() as conn:
+            for row in conn.execute(
+                select(claim_attempts)
+                .where(c.tenant_id == tenant_id)
+                .order_by(c.attempted_at, c.id)
+            ):
+                key = row.claim_submitter_identifier
+                if row.outcome == "resolved":
+                    failures[key] = 0
+                else:
+                    failures[key] += 1
+                latest[key] = row
+            open_rows = {k: r for k, r in latest.items() if r.outcome in UNSENT}
+            delivered_since = {
+                key
+                for where in _key_filters(tenant_id, open_rows)
+                for key, sent in conn.execute(
+                    select(
+                        claim_ledger.c.claim_submitter_identifier, claim_ledger.c.last_sent_at
+                    ).where(where)
+                )
+                if _aware(sent) >= _aware(open_rows[key].attempted_at)  # type: ignore[operator]
+            }
+        found = [
+            UnsentClaim(
+                key,
+                row.service_date,
+                row.outcome,
+                failures[key],
+                row.reason,
+                row.payer_name,
+                None if row.billed_amount is None else Decimal(row.billed_amount),
+            )
+            for key, row in open_rows.items()
+            if key not in delivered_since
+        ]
+        return sorted(
+            found, key=lambda u: (u.service_date or date.min, u.claim_submitter_identifier)
+        )
 
     # -- synced days ----------------------------------------------------------------------
 
@@ -586,6 +739,20 @@ def _copy_version_1(conn: Connection) -> None:
     ]
     for start in range(0, len(rows), 1000):
         conn.execute(insert(claim_ledger), rows[start : start + 1000])
+
+
+def _attempt(row: Any) -> Attempt:
+    return Attempt(
+        row.claim_submitter_identifier,
+        row.service_date,
+        row.outcome,
+        row.reason,
+        row.payer_name,
+        row.provider_npi,
+        None if row.billed_amount is None else Decimal(row.billed_amount),
+        row.run_id,
+        _aware(row.attempted_at),
+    )
 
 
 def _partition_date(partition_key: str | None) -> date | None:

@@ -19,11 +19,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import BIT
 
 from claims_pipeline.sources.base import STREAMING
 from claims_pipeline.storage import EXTRACTED_AT, FINGERPRINT, format_instant
 
 _MASK = (1 << 64) - 1
+
+#: The fingerprint of a day without rows.
+EMPTY = "none"
 
 
 def supports_fingerprints(schema: str) -> bool:
@@ -31,27 +35,57 @@ def supports_fingerprints(schema: str) -> bool:
 
 
 def day_fingerprints(conn: Connection, schema: str, start: date, end: date) -> dict[date, str]:
-    """``{day: fingerprint}`` for every day in ``[start, end)`` with at least one row; a day
-    without rows has none (its fingerprint is :data:`EMPTY`)."""
-    count: dict[date, int] = defaultdict(int)
-    total: dict[date, int] = defaultdict(int)
-    for label, statement in _statements(schema, start, end):
+    """``{day: fingerprint}`` for every day in ``[start, end)`` with at least one row (a day
+    without rows is :data:`EMPTY`). On PostgreSQL and MySQL/MariaDB the rows are hashed and
+    summed by the server, which sends one row per day and table; elsewhere they are streamed
+    and hashed here. Either way a fingerprint is compared only with one from the same
+    database."""
+    parts: dict[date, list[str]] = defaultdict(list)
+    in_server = conn.dialect.name in ("postgresql", "mysql", "mariadb")
+    for label, day, columns, source, window in _row_sets(schema, start, end):
+        if in_server:
+            statement = (
+                sa.select(
+                    sa.cast(day, sa.Date), sa.func.count(), sa.func.sum(_row_hash(conn, columns))
+                )
+                .select_from(source)
+                .where(*window)
+                .group_by(sa.cast(day, sa.Date))
+            )
+            for value, count, total in conn.execute(statement):
+                if (service_date := _as_day(value)) is not None:
+                    parts[service_date].append(f"{label}{count}:{total}")
+            continue
+        count: dict[date, int] = defaultdict(int)
+        sums: dict[date, int] = defaultdict(int)
+        statement = sa.select(day, *columns).select_from(source).where(*window)
         result = conn.execute(statement, execution_options=STREAMING)
         try:
             for row in result:
-                day = _as_day(row[0])
-                if day is None:
+                service_date = _as_day(row[0])
+                if service_date is None:
                     continue
-                digest = hashlib.blake2b(f"{label}{row[1:]!r}".encode(), digest_size=8).digest()
-                count[day] += 1
-                total[day] = (total[day] + int.from_bytes(digest, "big")) & _MASK
+                digest = hashlib.blake2b(repr(tuple(row[1:])).encode(), digest_size=8).digest()
+                count[service_date] += 1
+                sums[service_date] = (sums[service_date] + int.from_bytes(digest, "big")) & _MASK
         finally:
             result.close()
-    return {day: f"{count[day]}:{total[day]:016x}" for day in count}
+        for service_date in count:
+            parts[service_date].append(f"{label}{count[service_date]}:{sums[service_date]}")
+    return {
+        service_date: hashlib.sha256(";".join(sorted(found)).encode()).hexdigest()
+        for service_date, found in parts.items()
+    }
 
 
-#: The fingerprint of a day without rows.
-EMPTY = "0:0000000000000000"
+def _row_hash(conn: Connection, columns: list[Any]) -> Any:
+    """A 60-bit number from the MD5 of one row's values, computed by the server."""
+    if conn.dialect.name == "postgresql":
+        text = sa.cast(sa.tuple_(*columns), sa.Text)  # a row's text form: NULL stays distinct
+        hexa = sa.literal("x") + sa.func.substr(sa.func.md5(text), 1, 15)
+        return sa.cast(sa.cast(hexa, BIT(60)), sa.BigInteger)
+    text = sa.func.concat_ws("|", *[sa.func.coalesce(sa.cast(c, sa.CHAR), "\\N") for c in columns])
+    return sa.cast(sa.func.conv(sa.func.substr(sa.func.md5(text), 1, 15), 16, 10), sa.Integer)
 
 
 def fingerprints_for(conn: Connection, schema: str, days: list[date]) -> dict[date, str]:
@@ -62,20 +96,19 @@ def fingerprints_for(conn: Connection, schema: str, days: list[date]) -> dict[da
     return {day: found.get(day, EMPTY) for day in days}
 
 
-def _statements(schema: str, start: date, end: date) -> Iterator[tuple[str, sa.Select[Any]]]:
+def _row_sets(
+    schema: str, start: date, end: date
+) -> Iterator[tuple[str, Any, list[Any], Any, list[Any]]]:
+    """(label, day expression, columns, FROM, WHERE) of each kind of row behind a day."""
     if schema == "reference":
         from claims_pipeline.sources.reference import charges, diagnoses, encounters
 
-        window = [encounters.c.service_date >= start, encounters.c.service_date < end]
         day = encounters.c.service_date
-        yield "e", sa.select(day, *encounters.c).where(*window)
+        window = [day >= start, day < end]
+        yield "e", day, list(encounters.c), encounters, window
         for label, table in (("c", charges), ("d", diagnoses)):
-            yield (
-                label,
-                sa.select(day, *table.c)
-                .select_from(table.join(encounters, table.c.encounter_id == encounters.c.id))
-                .where(*window),
-            )
+            joined = table.join(encounters, table.c.encounter_id == encounters.c.id)
+            yield label, day, list(table.c), joined, window
     elif schema == "openemr":
         from claims_pipeline.sources.openemr import billing, form_encounter
 
@@ -84,18 +117,11 @@ def _statements(schema: str, start: date, end: date) -> Iterator[tuple[str, sa.S
             fe.date >= datetime.combine(start, time.min),
             fe.date < datetime.combine(end, time.min),
         ]
-        yield "e", sa.select(fe.date, *form_encounter.c).where(*window)
-        yield (
-            "b",
-            sa.select(fe.date, *billing.c)
-            .select_from(
-                billing.join(
-                    form_encounter,
-                    sa.and_(billing.c.pid == fe.pid, billing.c.encounter == fe.encounter),
-                )
-            )
-            .where(*window),
+        yield "e", fe.date, list(form_encounter.c), form_encounter, window
+        joined = billing.join(
+            form_encounter, sa.and_(billing.c.pid == fe.pid, billing.c.encounter == fe.encounter)
         )
+        yield "b", fe.date, list(billing.c), joined, window
 
 
 def _as_day(value: Any) -> date | None:

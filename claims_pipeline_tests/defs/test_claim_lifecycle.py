@@ -274,3 +274,62 @@ def test_two_overlapping_runs_on_two_instances_end_equal_to_the_ehr(pipeline):
         ).scalar_one()
     line = on_api[key]["content"]["charge_lines"][0]
     assert round(float(line["monetary_amount"]), 2) == round(float(fee), 2)
+
+
+@pytest.fixture
+def ten_days(tmp_path, monkeypatch):
+    with running_pipeline(tmp_path, monkeypatch, days=10, encounters_per_day=4) as running:
+        yield running
+
+
+def test_a_refused_claim_is_retried_after_its_day_leaves_the_window(ten_days, monkeypatch):
+    from claims_pipeline.defs.resources import build_resources
+    from claims_pipeline.defs.schedules import build_nightly_schedule
+
+    pipeline = ten_days
+    old_day = YESTERDAY - timedelta(days=9)
+    with ehr(pipeline).connect() as conn:
+        keys = [
+            f"REF-{i}"
+            for i in conn.execute(
+                sa.text("SELECT id FROM encounters WHERE service_date = :d"), {"d": old_day}
+            ).scalars()
+        ]
+    pipeline.emulator.set_faults(reject_claims=keys)
+    assert pipeline.materialize(old_day).success
+    refused = pipeline.latest("claims_import", old_day)["rejected_by_api"]
+    assert refused > 0
+    unsent = ledger(pipeline).unsent(TENANT_ID)
+    assert len(unsent) == refused and {u.service_date for u in unsent} == {old_day}
+    key = unsent[0].claim_submitter_identifier
+
+    schedule = build_nightly_schedule("UTC", 7, old_day - timedelta(days=30))
+    tick = datetime.combine(YESTERDAY + timedelta(days=1), time(2), UTC)
+
+    def requested():
+        return schedule(
+            dg.build_schedule_context(scheduled_execution_time=tick, resources=build_resources())
+        )
+
+    monkeypatch.setenv("CLAIMS_MAX_DELIVERY_ATTEMPTS", "1")
+    assert len(requested()) == 1  # the limit reached: it waits for a person
+    monkeypatch.setenv("CLAIMS_MAX_DELIVERY_ATTEMPTS", "10")
+    requests = requested()
+    assert [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in requests[1:]
+    ] == [(old_day.isoformat(), old_day.isoformat())]
+
+    pipeline.emulator.set_faults()  # the service accepts them now
+    assert pipeline.materialize(old_day).success
+    assert ledger(pipeline).unsent(TENANT_ID) == []
+    assert pipeline.latest("claims_import", old_day)["sent"] == refused
+    story = subprocess.run(
+        [sys.executable, "-m", "claims_pipeline.cli", "claim", "show", key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "delivered" in story and "rejected" in story
+    assert len(requested()) == 1  # nothing left to retry

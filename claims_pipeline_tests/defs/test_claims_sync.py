@@ -45,6 +45,7 @@ def test_one_partition_posts_valid_claims(pipeline):
         "valid_claims_acknowledged": True,
         "no_provider_changes_held": True,
         "no_withdrawn_claims": True,
+        "filing_deadlines_ahead": True,
     }
 
 

@@ -15,7 +15,7 @@ from dagster._core.storage.tags import (
 from dagster._utils.schedules import cron_string_iterator
 
 from claims_pipeline import settings
-from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase
+from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
 from claims_pipeline.defs.schedules import build_nightly_schedule, nightly_claims_sync
 
 NEW_YORK = "America/New_York"
@@ -31,6 +31,7 @@ def empty_ledger_resources(directory: str = _EMPTY_LEDGER_DIR) -> dict[str, Any]
         "ehr": EhrDatabase(url=f"sqlite:///{directory}/ehr.sqlite"),
         "claims_api": ClaimsApi(base_url="http://127.0.0.1:9", api_key="k", tenant_id=1),
         "claims_storage": ClaimsStorage(data_dir=directory),
+        "quality_gates": QualityGates(),
     }
 
 

@@ -250,3 +250,23 @@ def test_a_version_1_ledger_migrates_in_place(ledger_engine):
         assert max(conn.execute(select(schema_table.c.version)).scalars()) == SCHEMA_VERSION
     assert DeliveryLedger(url).count(3) == 5  # a second open copies nothing again
     ledger.dispose()
+
+
+def test_refused_and_pending_claims_stay_open_until_delivered_or_resolved(ledger):
+    from decimal import Decimal
+
+    from claims_pipeline.delivery.ledger import Attempt
+
+    refused = Attempt("A-1", DAY, "rejected", "HTTP 422: units", "Aetna", NPI, Decimal("150.10"))
+    ledger.record_attempts(1, [refused, Attempt("A-2", DAY, "pending", "HTTP 503")], "r1")
+    ledger.record_attempts(1, [refused], "r2")
+    unsent = {u.claim_submitter_identifier: u for u in ledger.unsent(1)}
+    assert set(unsent) == {"A-1", "A-2"}
+    assert (unsent["A-1"].attempts, unsent["A-1"].billed_amount) == (2, Decimal("150.10"))
+    assert [a.run_id for a in ledger.attempts(1, "A-1")] == ["r1", "r2"]
+    ledger.record(1, [ack("A-2")], run_id="r3")  # delivered at last
+    ledger.resolve(1, "A-1")  # a person gave up on it
+    assert ledger.unsent(1) == []
+    assert [a.outcome for a in ledger.attempts(1, "A-1")] == ["rejected", "rejected", "resolved"]
+    with pytest.raises(DeliveryError, match="not withdrawn, refused or pending"):
+        ledger.resolve(1, "A-1")

@@ -1,0 +1,88 @@
+"""Day fingerprints find edits of any age on every database, and only the edited days."""
+
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from claims_pipeline.demo.seed import seed_demo
+from claims_pipeline.sources.changes import (
+    EMPTY,
+    changed_days,
+    contiguous_ranges,
+    day_fingerprints,
+    fingerprints_for,
+)
+from claims_pipeline_tests.databases import fresh_database_fixture
+
+TODAY = date(2026, 6, 1)
+FIRST = TODAY - timedelta(days=6)
+
+ehr_engine = fresh_database_fixture("ehr_engine", scope="function")
+
+
+def fingerprints(engine):
+    with engine.connect() as conn:
+        return day_fingerprints(conn, "reference", FIRST, TODAY)
+
+
+def test_edits_voids_deletes_and_moves_change_exactly_their_days(ehr_engine):
+    seed_demo(
+        ehr_engine.url.render_as_string(hide_password=False),
+        days=6,
+        encounters_per_day=5,
+        today=TODAY,
+    )
+    synced = fingerprints(ehr_engine)
+    assert sorted(synced) == [FIRST + timedelta(days=i) for i in range(6)]
+    assert fingerprints(ehr_engine) == synced  # stable
+    with ehr_engine.connect() as conn:
+        ids = {
+            day: conn.execute(
+                sa.text("SELECT id FROM encounters WHERE service_date = :d ORDER BY id"), {"d": day}
+            )
+            .scalars()
+            .all()
+            for day in synced
+        }
+    days = sorted(synced)
+    with ehr_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE charges SET line_amount = line_amount + 1 WHERE id = "
+                "(SELECT min(id) FROM charges WHERE encounter_id = :e)"
+            ),
+            {"e": ids[days[0]][0]},
+        )
+        conn.execute(
+            sa.text("UPDATE encounters SET status = 'voided' WHERE id = :e"), {"e": ids[days[2]][0]}
+        )
+        conn.execute(
+            sa.text("UPDATE diagnoses SET icd10_code = NULL WHERE encounter_id = :e"),
+            {"e": ids[days[3]][0]},
+        )
+        conn.execute(
+            sa.text("UPDATE encounters SET service_date = :d WHERE id = :e"),
+            {"d": days[5], "e": ids[days[4]][0]},
+        )
+    with ehr_engine.connect() as conn:
+        found = changed_days(conn, "reference", synced, TODAY)
+        assert found == [days[0], days[2], days[3], days[4], days[5]]
+        assert fingerprints_for(conn, "reference", [TODAY + timedelta(days=3)]) == {
+            TODAY + timedelta(days=3): EMPTY
+        }
+
+
+def test_contiguous_ranges():
+    d = date(2026, 1, 1)
+    days = [
+        d,
+        d + timedelta(days=1),
+        d + timedelta(days=3),
+        d + timedelta(days=4),
+        d + timedelta(days=9),
+    ]
+    assert contiguous_ranges(list(reversed(days))) == [
+        (d, d + timedelta(days=1)),
+        (d + timedelta(days=3), d + timedelta(days=4)),
+        (d + timedelta(days=9), d + timedelta(days=9)),
+    ]
