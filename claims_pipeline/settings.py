@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from claims_pipeline.contract import MAX_WIRE_AMOUNT
 from claims_pipeline.errors import ConfigurationError
 
 #: What a check returns: None when the (stripped, non-empty) value is acceptable, else what
@@ -56,11 +57,6 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Check:
         return None
 
     return check
-
-
-#: The largest amount a claim can carry exactly: 10 digits, 2 of them cents (also the
-#: contract's bound, see contract.py).
-MAX_WIRE_AMOUNT = Decimal("99999999.99")
 
 
 def _amount(value: str) -> str | None:

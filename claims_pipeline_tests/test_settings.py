@@ -99,3 +99,11 @@ def test_every_setting_with_a_default_accepts_its_default():
     for setting in settings.SETTINGS:
         if setting.default is not None:
             assert settings.setting_problems(setting, setting.default) == [], setting.name
+
+
+def test_the_readme_settings_table_lists_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for setting in settings.SETTINGS:
+        assert f"| `{setting.name}` |" in readme, setting.name

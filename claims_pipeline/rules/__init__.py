@@ -18,10 +18,12 @@ from claims_pipeline.contract import CHARGE_LINE_FIELDS, CLAIM_FIELDS, wire_numb
 from claims_pipeline.rules.assembly import assemble_claim, group_encounters
 from claims_pipeline.rules.code_sets import CODE_SET_RELEASE, load_icd_code_set
 from claims_pipeline.rules.reasons import Problem, ReasonCode
-from claims_pipeline.rules.validation import validate_claim
+from claims_pipeline.rules.validation import DEFAULT_LIMITS, AmountLimits, validate_claim
 
 __all__ = [
     "CODE_SET_RELEASE",
+    "DEFAULT_LIMITS",
+    "AmountLimits",
     "ClaimResult",
     "Problem",
     "ReasonCode",
@@ -85,11 +87,14 @@ def wire_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     return wire
 
 
-def build_claims(rows: Iterable[Mapping[str, Any]], *, today: date) -> Iterator[ClaimResult]:
+def build_claims(
+    rows: Iterable[Mapping[str, Any]], *, today: date, limits: AmountLimits = DEFAULT_LIMITS
+) -> Iterator[ClaimResult]:
     """One :class:`ClaimResult` per encounter, in input order, from rows in LINE_SCHEMA shape
     (rows of an encounter contiguous, ordered by line number).
 
-    Each encounter is assembled and checked against every claim rule; an accepted claim's
+    Each encounter is assembled and checked against every claim rule (amounts against
+    ``limits``); an accepted claim's
     ``wire`` equals ``claim_to_wire(Claim.model_validate(claim))``. A claim key (provider NPI +
     claim_submitter_identifier) or encounter that already appeared earlier in ``rows`` is
     rejected as ``duplicate_claim_key``. The same rows and ``today`` always give the same
@@ -100,7 +105,7 @@ def build_claims(rows: Iterable[Mapping[str, Any]], *, today: date) -> Iterator[
     seen_encounters: set[Any] = set()
     for encounter_rows in group_encounters(rows):
         claim = assemble_claim(encounter_rows)
-        problems = validate_claim(claim, today=today)
+        problems = validate_claim(claim, today=today, limits=limits)
         first = encounter_rows[0]
         encounter_id = first["encounter_id"]
         claim_id = claim["claim_submitter_identifier"]
