@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from claims_pipeline import settings
 from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
@@ -31,6 +31,7 @@ from claims_pipeline.errors import ConfigurationError
 from claims_pipeline.phi import hide_url_password, safe_url
 from claims_pipeline.sources import get_source
 from claims_pipeline.sources.base import DEFAULT_CHUNK_ROWS, EncounterSource
+from claims_pipeline.sources.connection import read_only_engine
 from claims_pipeline.storage import PartitionStore
 
 
@@ -84,8 +85,9 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
         )
 
     def engine(self) -> Engine:
+        """A read-only engine on the EHR (see ``sources/connection.py``)."""
         try:
-            return create_engine(self.url, pool_pre_ping=True)
+            return read_only_engine(self.url, pool_pre_ping=True)
         except Exception as error:  # the URL may hold a password: never echo it
             raise ConfigurationError(
                 f"EHR_DATABASE_URL is not a usable SQLAlchemy URL ({type(error).__name__})."

@@ -4,7 +4,9 @@ athenahealth, eClinicalWorks, a data warehouse, ...).
 
 The contract, documented for users in ``docs/sources.md``:
 
-- One read-only statement (``SELECT`` or ``WITH ... SELECT``), with the bind parameters
+- One read-only statement (``SELECT`` or ``WITH ... SELECT``; it runs on a read-only
+  connection, and functions that act outside it such as ``dblink_exec`` are refused), with the
+  bind parameters
   ``:window_start`` and ``:window_end`` (dates; the window is ``window_start <= service_date <
   window_end``), and no others.
 - It returns every column of :data:`~claims_pipeline.sources.lines.LINE_SCHEMA`, by name (case
@@ -61,11 +63,21 @@ _OPAQUE = re.compile(
     """,
     re.DOTALL | re.VERBOSE,
 )
-# Statements that change data or schema. The query runs with the pipeline's database user,
-# which should be read-only anyway; this keeps a pasted script from doing damage first.
+# Statements that change data or schema. The query runs on a read-only connection
+# (sources/connection.py) with the pipeline's database user, which should be read-only too;
+# this keeps a pasted script from doing damage first, and names what is wrong.
 _WRITES = re.compile(
     r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|TRUNCATE|DROP|ALTER|CREATE|GRANT|REVOKE"
     r"|EXEC|EXECUTE|CALL|INTO)\b",
+    re.IGNORECASE,
+)
+# Functions that act outside the read-only session: their own connection (dblink), server
+# files (lo_export, pg_write_file via adminpack, ...), or session settings (set_config could
+# turn the read-only default off for the next transaction).
+_ESCAPES = re.compile(
+    r"\b(DBLINK\w*|SET_CONFIG|LO_\w+|PG_\w*FILE\w*|PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND"
+    r"|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|PG_CREATE\w*|PG_DROP\w*"
+    r"|PG_REPLICATION\w*|PG_ADVISORY\w*|SYS_EXEC|SYS_EVAL|LOAD_FILE)\s*\(",
     re.IGNORECASE,
 )
 
@@ -103,6 +115,12 @@ def parse_query(sql: str, origin: str) -> sa.TextClause:
         raise SourceError(
             f"EHR_QUERY_FILE {origin} uses {write.group(1).upper()}: the query must only "
             "read (SELECT ... FROM, no INTO, no procedure calls)."
+        )
+    escape = _ESCAPES.search(body)
+    if escape is not None:
+        raise SourceError(
+            f"EHR_QUERY_FILE {origin} calls {escape.group(1).lower()}(), which acts outside "
+            "the query's read-only connection: the query must only read the EHR's tables."
         )
     statement = sa.text(sql[start:end])
     used = set(statement.compile().params)
