@@ -40,9 +40,15 @@ from claims_pipeline.sources.base import (
     CONVERTERS,
     DEFAULT_CHUNK_ROWS,
     STREAMING,
+    UNREADABLE,
     chunk_by_encounter,
+    unreadable_columns,
 )
-from claims_pipeline.sources.lines import LINE_COLUMNS
+from claims_pipeline.sources.lineage import QUERY_TABLE
+from claims_pipeline.sources.lines import LINE_COLUMNS, UNREADABLE_COLUMNS
+
+#: The columns the query returns: every LINE_SCHEMA column but the one the adapter fills.
+QUERY_COLUMNS = tuple(name for name in LINE_COLUMNS if name != UNREADABLE_COLUMNS)
 
 BIND_PARAMETERS = ("window_start", "window_end")
 #: Columns that place a row; a row without one cannot be stored, so it stops the extract.
@@ -149,9 +155,9 @@ def _column_positions(names: Sequence[str], origin: str) -> list[tuple[str, int]
     positions: dict[str, int] = {}
     for position, name in enumerate(names):
         positions.setdefault(name.lower(), position)
-    missing = [column for column in LINE_COLUMNS if column not in positions]
+    missing = [column for column in QUERY_COLUMNS if column not in positions]
     if missing:
-        extras = [name for name in names if name.lower() not in LINE_COLUMNS]
+        extras = [name for name in names if name.lower() not in QUERY_COLUMNS]
         hints = []
         for column in missing:
             near = difflib.get_close_matches(column, extras, n=1, cutoff=0.75)
@@ -163,7 +169,7 @@ def _column_positions(names: Sequence[str], origin: str) -> list[tuple[str, int]
             f"{', '.join(missing)}{hint}: return them under these names (NULL AS name when "
             "the EHR has no value); docs/sources.md lists every column."
         )
-    return [(column, positions[column]) for column in LINE_COLUMNS]
+    return [(column, positions[column]) for column in QUERY_COLUMNS]
 
 
 class CustomSqlSource:
@@ -275,6 +281,19 @@ class CustomSqlSource:
         finished: set[str] = set()
         for number, raw in enumerate(result, start=1):
             row = {name: convert(raw[position]) for name, position, convert in converters}
+            row[UNREADABLE_COLUMNS] = None
+            if UNREADABLE in row.values():  # identity first: a cheap scan of the row
+                bad = [name for name, value in row.items() if value is UNREADABLE]
+                for key in KEY_COLUMNS:
+                    if key in bad:
+                        raise SourceError(
+                            f"row {number} of the query in EHR_QUERY_FILE {origin} has a {key} "
+                            "the database driver cannot read: correct it in the EHR, or leave "
+                            "such rows out of the query."
+                        )
+                for name in bad:
+                    row[name] = None
+                row[UNREADABLE_COLUMNS] = unreadable_columns(f"{QUERY_TABLE}.{n}" for n in bad)
             for key in KEY_COLUMNS:
                 if row[key] is None:
                     raise SourceError(
