@@ -1,9 +1,12 @@
 """The claims-import API's wire contract: request, Claim, ChargeLine and response.
 
 This is the one module that spells the API's field names. Money is ``Decimal`` inside the
-project and a JSON number on the wire; dates are ``YYYY-MM-DD``. The models check the shape of
-a claim (types, formats); the payer rules (check digits, code sets, pointers) live in
-``claims_pipeline.rules``.
+project and a JSON number on the wire, exact to the cent: an amount has at most 10 digits, 2 of
+them cents (at most :data:`MAX_WIRE_AMOUNT`), and units at most 15 significant digits, so the
+shortest float text that :func:`wire_number` sends reads back as the very same decimal (a
+double holds any 15 significant digits exactly). Dates are ``YYYY-MM-DD``. The models check
+the shape of a claim (types, formats, sizes); the payer rules (check digits, code sets,
+pointers) live in ``claims_pipeline.rules``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
+#: The largest amount the wire carries exactly: 10 digits, 2 of them cents.
+MAX_WIRE_AMOUNT = Decimal("99999999.99")
+MAX_AMOUNT_DIGITS = 10
+#: Significant digits of units (X12 R: 15 digits), all of which a double holds exactly.
+MAX_UNITS_DIGITS = 15
+#: Service lines per claim: loop 2400 of an 837P repeats at most 50 times.
+MAX_CHARGE_LINES = 50
+
 
 def wire_number(value: Decimal) -> int | float:
-    """A JSON number for a Decimal: integral values as ints, others as their shortest float."""
+    """A JSON number for a Decimal: integral values as ints, others as their shortest float,
+    whose text is the same number when the Decimal has at most 15 significant digits (every
+    amount and units value the models below accept)."""
     return int(value) if value == value.to_integral_value() else float(value)
 
 
@@ -33,8 +46,8 @@ class _WireModel(BaseModel):
 
 class ChargeLine(_WireModel):
     hcpcs_code: str = Field(min_length=1)
-    monetary_amount: WireDecimal
-    units: WireDecimal
+    monetary_amount: Annotated[WireDecimal, Field(max_digits=MAX_AMOUNT_DIGITS, decimal_places=2)]
+    units: Annotated[WireDecimal, Field(max_digits=MAX_UNITS_DIGITS)]
     diagnosis_code_pointers: list[str] = Field(min_length=1)
     service_date_from: date
     service_date_to: date
@@ -55,7 +68,7 @@ class Claim(_WireModel):
     icd_codes: list[str] = Field(min_length=1)
     visit_number: str = Field(min_length=1)
     payer_phone_number: str = Field(pattern=r"^\+[1-9]\d{6,14}$")
-    charge_lines: list[ChargeLine] = Field(min_length=1)
+    charge_lines: list[ChargeLine] = Field(min_length=1, max_length=MAX_CHARGE_LINES)
 
 
 class ImportRequest(_WireModel):

@@ -3,11 +3,15 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from claims_pipeline.contract import (
     CHARGE_LINE_FIELDS,
     CLAIM_FIELDS,
+    MAX_CHARGE_LINES,
+    MAX_WIRE_AMOUNT,
     Claim,
     ImportRequest,
     ImportResponse,
@@ -93,6 +97,37 @@ def test_decimal_amounts_serialise_as_json_numbers():
     assert claim_to_wire(claim)["charge_lines"][0]["monetary_amount"] == 99.99
 
 
+def test_fifty_lines_fit_a_claim():
+    lines = WIRE_CLAIM["charge_lines"] * MAX_CHARGE_LINES
+    assert len(Claim.model_validate(WIRE_CLAIM | {"charge_lines": lines}).charge_lines) == 50
+
+
+def _wire_text_of(amount: Decimal, units: Decimal) -> str:
+    line = WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": amount, "units": units}
+    claim = Claim.model_validate(WIRE_CLAIM | {"charge_lines": [line]})
+    return canonical_json(claim_to_wire(claim))
+
+
+@given(
+    amount=st.decimals(min_value=Decimal("0.01"), max_value=MAX_WIRE_AMOUNT, places=2),
+    units=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("999999999"), places=6),
+)
+def test_every_amount_the_contract_allows_is_exact_on_the_wire(amount, units):
+    """The text posted (and hashed) reads back as the same decimal: no float artefact such as
+    0.30000000000000004 or a lost cent at 99999999.99."""
+    sent = json.loads(_wire_text_of(amount, units), parse_float=Decimal)["charge_lines"][0]
+    assert Decimal(sent["monetary_amount"]) == amount
+    assert Decimal(sent["units"]) == units
+
+
+@pytest.mark.parametrize(
+    "amount", ["0.01", "0.1", "0.3", "1.10", "19.99", "12345678.91", "99999999.99"]
+)
+def test_the_amounts_floats_get_wrong_are_sent_as_written(amount):
+    text = _wire_text_of(Decimal(amount), Decimal(1))
+    assert f'"monetary_amount":{Decimal(amount).normalize():f}' in text
+
+
 def test_optional_modifiers_are_left_out_when_absent():
     line = {k: v for k, v in WIRE_CLAIM["charge_lines"][0].items() if k != "modifiers"}
     wire = claim_to_wire(Claim.model_validate(WIRE_CLAIM | {"charge_lines": [line]}))
@@ -116,6 +151,10 @@ def test_request_and_response_models():
         {"patient_dob": "1985-13-40"},
         {"facility_code_value": "1"},
         {"charge_lines": []},
+        {"charge_lines": WIRE_CLAIM["charge_lines"] * 51},
+        {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": "100000000.00"}]},
+        {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"monetary_amount": "10.005"}]},
+        {"charge_lines": [WIRE_CLAIM["charge_lines"][0] | {"units": "1.234567890123456"}]},
         {"unexpected": "field"},
     ],
 )

@@ -30,7 +30,7 @@ from claims_pipeline.defs.reporting import (
 from claims_pipeline.defs.resources import ClaimsStorage, QualityGates
 from claims_pipeline.defs.tables import RowBuffer
 from claims_pipeline.phi import claim_preview
-from claims_pipeline.rules import CODE_SET_RELEASE, ClaimResult, build_claims
+from claims_pipeline.rules import CODE_SET_RELEASE, AmountLimits, ClaimResult, build_claims
 from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore
 
 CLAIMS = "claims"
@@ -151,6 +151,10 @@ def build_claims_assets(
 ) -> Iterator[Any]:
     store = claims_storage.store()
     today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    limits = AmountLimits(
+        max_line=settings.get_amount(settings.CLAIMS_MAX_LINE_AMOUNT),
+        max_claim=settings.get_amount(settings.CLAIMS_MAX_CLAIM_AMOUNT),
+    )
     seen: set[int] = set()  # claim identities of the whole run, as 8-byte digests
     duplicate_keys = 0
     claim_figures: dict[str, dict[str, Any]] = {}
@@ -171,7 +175,7 @@ def build_claims_assets(
         ):
             claims_out = RowBuffer(claims_file, CLAIM_SCHEMA)
             rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA)
-            for result in build_claims(_encounter_rows(store, key), today=today):
+            for result in build_claims(_encounter_rows(store, key), today=today, limits=limits):
                 if result.accepted:
                     row = claim_row(result)
                     identity = _identity(row["provider_npi"], row["claim_submitter_identifier"])

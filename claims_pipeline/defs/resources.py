@@ -3,6 +3,14 @@
 Values come from the environment through ``dagster.EnvVar`` so that they never enter run
 config; where a setting is unset its documented default is used, except the API key and
 tenant, which have none: a run that needs them fails at launch naming the variable.
+
+Settings are checked before any work, each problem naming the variable and its fix: when the
+code location loads (:func:`build_resources`), and again with each resource's resolved values
+when a step sets it up (``setup_for_execution``), since a run worker may see another
+environment than the code server. A key with a trailing newline thus stops everything by name
+before a byte is sent, although the multiprocess executor would set up the API resource only
+in the last step. The database URLs are the exception at load: the first step of every run
+sets up the EHR and storage resources, so a bad URL fails that run, with the run's own error.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from claims_pipeline import settings
 from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
@@ -23,6 +31,7 @@ from claims_pipeline.errors import ConfigurationError
 from claims_pipeline.phi import hide_url_password, safe_url
 from claims_pipeline.sources import get_source
 from claims_pipeline.sources.base import DEFAULT_CHUNK_ROWS, EncounterSource
+from claims_pipeline.sources.connection import read_only_engine
 from claims_pipeline.storage import PartitionStore
 
 
@@ -68,9 +77,17 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
     query_file: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _raise_problems(
+            (settings.EHR_DATABASE_URL, self.url),
+            (settings.EHR_SCHEMA, self.ehr_schema),
+            (settings.EHR_QUERY_FILE, self.query_file),
+        )
+
     def engine(self) -> Engine:
+        """A read-only engine on the EHR (see ``sources/connection.py``)."""
         try:
-            return create_engine(self.url, pool_pre_ping=True)
+            return read_only_engine(self.url, pool_pre_ping=True)
         except Exception as error:  # the URL may hold a password: never echo it
             raise ConfigurationError(
                 f"EHR_DATABASE_URL is not a usable SQLAlchemy URL ({type(error).__name__})."
@@ -94,6 +111,18 @@ class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):
     max_requests_per_second: float = 10.0
     timeout_seconds: float = 30.0
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _raise_problems(
+            (settings.CLAIMS_API_URL, self.base_url),
+            (settings.CLAIMS_API_KEY, self.api_key),
+            (settings.CLAIMS_TENANT_ID, str(self.tenant_id)),
+            (settings.CLAIMS_BATCH_SIZE, str(self.batch_size)),
+            (settings.CLAIMS_MAX_IN_FLIGHT, str(self.max_in_flight)),
+            (settings.CLAIMS_MAX_REQUESTS_PER_SECOND, str(self.max_requests_per_second)),
+        )
+        if not self.api_key.strip():
+            raise ConfigurationError("CLAIMS_API_KEY is empty: set the tenant's API key.")
+
     def client(self, retry: RetryPolicy | None = None) -> ImportApiClient:
         return ImportApiClient(
             self.base_url,
@@ -116,6 +145,9 @@ class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
     ledger_url: str | None = None
 
     _ledger: DeliveryLedger | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _raise_problems((settings.CLAIMS_LEDGER_URL, self.ledger_url))
 
     def store(self) -> PartitionStore:
         return PartitionStore(self.data_dir)
@@ -143,6 +175,20 @@ class QualityGates(dg.ConfigurableResource):
     filing_limits_file: str | None = None
     filing_warn_days: int = 30
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _raise_problems((settings.CLAIMS_MAX_REJECTION_RATE, str(self.max_rejection_rate)))
+
+
+def _raise_problems(*values: tuple[settings.Setting, str | None]) -> None:
+    """A ConfigurationError naming every setting whose resolved value is unacceptable."""
+    problems = [
+        problem
+        for setting, value in values
+        for problem in settings.setting_problems(setting, value)
+    ]
+    if problems:
+        raise ConfigurationError(" ".join(problems))
+
 
 def _env(setting: settings.Setting, kind: str = "str") -> Any:
     """EnvVar when the variable is set, else the setting's default as a plain value. Dagster
@@ -157,7 +203,11 @@ def _env(setting: settings.Setting, kind: str = "str") -> Any:
 
 
 def build_resources() -> dict[str, Any]:
-    """The resources of the code location, from the environment (see settings.py)."""
+    """The resources of the code location, from the environment (see settings.py). Raises a
+    ConfigurationError naming every variable that is set to an unacceptable value."""
+    settings.require_valid_environment(
+        exclude=(settings.EHR_DATABASE_URL, settings.CLAIMS_LEDGER_URL)
+    )
     data_dir = str(settings.data_dir())
     ehr_url = _env(settings.EHR_DATABASE_URL) or settings.demo_ehr_url(settings.data_dir())
     return {

@@ -18,10 +18,12 @@ from claims_pipeline.contract import CHARGE_LINE_FIELDS, CLAIM_FIELDS, wire_numb
 from claims_pipeline.rules.assembly import assemble_claim, group_encounters
 from claims_pipeline.rules.code_sets import CODE_SET_RELEASE, load_icd_code_set
 from claims_pipeline.rules.reasons import Problem, ReasonCode
-from claims_pipeline.rules.validation import validate_claim
+from claims_pipeline.rules.validation import DEFAULT_LIMITS, AmountLimits, validate_claim
 
 __all__ = [
     "CODE_SET_RELEASE",
+    "DEFAULT_LIMITS",
+    "AmountLimits",
     "ClaimResult",
     "Problem",
     "ReasonCode",
@@ -58,6 +60,25 @@ def _duplicate(first_key: str) -> Problem:
     )
 
 
+def _unreadable(encounter_rows: list[Mapping[str, Any]]) -> list[Problem]:
+    """An ``unreadable_value`` problem per source column the adapter could not read."""
+    names = {
+        name
+        for row in encounter_rows
+        if (listed := row.get("unreadable_columns"))
+        for name in listed.split(",")
+    }
+    return [
+        Problem(
+            ReasonCode.UNREADABLE_VALUE,
+            name,
+            f"{name} holds a value the database driver cannot read (text that is not UTF-8, "
+            "a date column holding something else): correct it in the EHR",
+        )
+        for name in sorted(names)
+    ]
+
+
 def _wire_line(line: Mapping[str, Any]) -> dict[str, Any]:
     wire = {field: line.get(field) for field in CHARGE_LINE_FIELDS}
     wire["monetary_amount"] = wire_number(wire["monetary_amount"])
@@ -85,14 +106,18 @@ def wire_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     return wire
 
 
-def build_claims(rows: Iterable[Mapping[str, Any]], *, today: date) -> Iterator[ClaimResult]:
+def build_claims(
+    rows: Iterable[Mapping[str, Any]], *, today: date, limits: AmountLimits = DEFAULT_LIMITS
+) -> Iterator[ClaimResult]:
     """One :class:`ClaimResult` per encounter, in input order, from rows in LINE_SCHEMA shape
     (rows of an encounter contiguous, ordered by line number).
 
-    Each encounter is assembled and checked against every claim rule; an accepted claim's
+    Each encounter is assembled and checked against every claim rule (amounts against
+    ``limits``); an accepted claim's
     ``wire`` equals ``claim_to_wire(Claim.model_validate(claim))``. A claim key (provider NPI +
     claim_submitter_identifier) or encounter that already appeared earlier in ``rows`` is
-    rejected as ``duplicate_claim_key``. The same rows and ``today`` always give the same
+    rejected as ``duplicate_claim_key``; one whose rows name ``unreadable_columns`` is rejected
+    as ``unreadable_value`` for each. The same rows and ``today`` always give the same
     results; each encounter's result does not depend on the other encounters, except for that
     duplicate check (the first occurrence wins).
     """
@@ -100,7 +125,11 @@ def build_claims(rows: Iterable[Mapping[str, Any]], *, today: date) -> Iterator[
     seen_encounters: set[Any] = set()
     for encounter_rows in group_encounters(rows):
         claim = assemble_claim(encounter_rows)
-        problems = validate_claim(claim, today=today)
+        # A value the source could not read is null in the rows: say why before what it causes.
+        problems = [
+            *_unreadable(encounter_rows),
+            *validate_claim(claim, today=today, limits=limits),
+        ]
         first = encounter_rows[0]
         encounter_id = first["encounter_id"]
         claim_id = claim["claim_submitter_identifier"]

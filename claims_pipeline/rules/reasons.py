@@ -23,10 +23,13 @@ class ReasonCode(StrEnum):
     POINTER_INVALID = "pointer_invalid"
     UNITS_INVALID = "units_invalid"
     AMOUNT_INVALID = "amount_invalid"
+    AMOUNT_IMPLAUSIBLE = "amount_implausible"
     SERVICE_DATE_INVALID = "service_date_invalid"
     PHONE_INVALID = "phone_invalid"
     UNINSURED = "uninsured"
     NO_CHARGE_LINES = "no_charge_lines"
+    TOO_MANY_LINES = "too_many_lines"
+    UNREADABLE_VALUE = "unreadable_value"
     DUPLICATE_CLAIM_KEY = "duplicate_claim_key"
     API_REJECTED = "api_rejected"
 

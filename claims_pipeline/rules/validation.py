@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -27,6 +28,11 @@ from typing import Any
 
 from stdnum import luhn
 
+from claims_pipeline.contract import (
+    MAX_CHARGE_LINES,
+    MAX_UNITS_DIGITS,
+    MAX_WIRE_AMOUNT,
+)
 from claims_pipeline.rules.code_sets import (
     CODE_SET_RELEASE,
     PLACE_OF_SERVICE_CODES,
@@ -55,6 +61,25 @@ _CODE_LIKE = re.compile(r"[A-Za-z]*[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)?")
 _MAX_QUOTED = 8
 _CENT = Decimal("0.01")
 _NPI_PREFIX = "80840"  # ISO 7812 issuer prefix for US health applications
+
+
+@dataclass(frozen=True, slots=True)
+class AmountLimits:
+    """The largest line amount and claim total that are plausible (settings
+    CLAIMS_MAX_LINE_AMOUNT and CLAIMS_MAX_CLAIM_AMOUNT); never above what the wire carries
+    exactly (``MAX_WIRE_AMOUNT``)."""
+
+    max_line: Decimal = Decimal("100000")
+    max_claim: Decimal = Decimal("1000000")
+
+    def __post_init__(self) -> None:
+        for name in ("max_line", "max_claim"):
+            value = getattr(self, name)
+            if not (isinstance(value, Decimal) and 0 < value <= MAX_WIRE_AMOUNT):
+                raise ValueError(f"{name} must be a Decimal above 0, at most {MAX_WIRE_AMOUNT}")
+
+
+DEFAULT_LIMITS = AmountLimits()
 
 
 def _quote(value: Any) -> str:
@@ -127,11 +152,14 @@ class _Findings:
             self.add(ReasonCode.MISSING_FIELD, field, f"{field} has leading or trailing spaces")
 
 
-def validate_claim(claim: Mapping[str, Any], *, today: date) -> list[Problem]:
+def validate_claim(
+    claim: Mapping[str, Any], *, today: date, limits: AmountLimits = DEFAULT_LIMITS
+) -> list[Problem]:
     """Every broken rule of one assembled claim, claim-level fields first (in API field order),
     then each charge line in order; empty when the claim may be posted. ``today`` is the date
-    future service dates are measured against. Only the API's fields are read; other keys are
-    ignored (and never reach the wire, see :func:`claims_pipeline.rules.wire_claim`)."""
+    future service dates are measured against; ``limits`` the plausible line amount and claim
+    total. Only the API's fields are read; other keys are ignored (and never reach the wire,
+    see :func:`claims_pipeline.rules.wire_claim`)."""
     found = _Findings()
     lines = claim.get("charge_lines")
     uninsured = _is_blank(claim.get("payer_name")) and _is_blank(claim.get("patient_member_id"))
@@ -156,7 +184,7 @@ def validate_claim(claim: Mapping[str, Any], *, today: date) -> list[Problem]:
     diagnosis_count = _check_icd_codes(found, claim.get("icd_codes"))
     found.text(claim.get("visit_number"), "visit_number")
     _check_phone(found, claim.get("payer_phone_number"), uninsured)
-    _check_charge_lines(found, lines, diagnosis_count, today)
+    _check_charge_lines(found, lines, diagnosis_count, today, limits)
     return found.problems
 
 
@@ -317,7 +345,9 @@ def _check_phone(found: _Findings, phone: Any, uninsured: bool) -> None:
         )
 
 
-def _check_charge_lines(found: _Findings, lines: Any, diagnosis_count: int, today: date) -> None:
+def _check_charge_lines(
+    found: _Findings, lines: Any, diagnosis_count: int, today: date, limits: AmountLimits
+) -> None:
     if not isinstance(lines, list) or not lines:
         found.add(
             ReasonCode.NO_CHARGE_LINES,
@@ -325,7 +355,18 @@ def _check_charge_lines(found: _Findings, lines: Any, diagnosis_count: int, toda
             "the encounter has no procedure lines to bill",
         )
         return
+    if len(lines) > MAX_CHARGE_LINES:
+        # Rejected, not split: a split claim could never be withdrawn if the encounter later
+        # shrinks to 50 lines (docs/claim-mapping.md, "Claim size").
+        found.add(
+            ReasonCode.TOO_MANY_LINES,
+            "charge_lines",
+            f"the encounter has {len(lines)} charge lines; an 837P claim carries at most"
+            f" {MAX_CHARGE_LINES}: split it into encounters of at most {MAX_CHARGE_LINES} lines"
+            " in the EHR",
+        )
     positions = _positions(diagnosis_count)
+    total = Decimal(0)
     for index, line in enumerate(lines):
         if not _is_mapping(line):
             found.add(
@@ -333,13 +374,22 @@ def _check_charge_lines(found: _Findings, lines: Any, diagnosis_count: int, toda
             )
             continue
         _check_hcpcs(found, line.get("hcpcs_code"), index)
-        _check_amount(found, line.get("monetary_amount"), index)
+        amount = line.get("monetary_amount")
+        if _check_amount(found, amount, index, limits.max_line):
+            total += amount
         _check_units(found, line.get("units"), index)
         _check_pointers(found, line.get("diagnosis_code_pointers"), positions, index)
         _check_service_dates(
             found, line.get("service_date_from"), line.get("service_date_to"), today, index
         )
         _check_modifiers(found, line.get("modifiers"), index)
+    if total > limits.max_claim:
+        found.add(
+            ReasonCode.AMOUNT_IMPLAUSIBLE,
+            "monetary_amount",
+            f"the claim totals {total}, above CLAIMS_MAX_CLAIM_AMOUNT ({limits.max_claim}):"
+            " check the amounts in the EHR (a shifted decimal, cents in a dollars column?)",
+        )
 
 
 def _check_hcpcs(found: _Findings, code: Any, index: int) -> None:
@@ -356,15 +406,24 @@ def _check_hcpcs(found: _Findings, code: Any, index: int) -> None:
         )
 
 
-def _check_amount(found: _Findings, amount: Any, index: int) -> None:
+def _check_amount(found: _Findings, amount: Any, index: int, max_line: Decimal) -> bool:
+    """Report a broken amount; True when the amount is a valid one (plausible or not)."""
+    field = "monetary_amount"
     if (
         type(amount) is Decimal
         and amount.is_finite()
         and amount > 0
         and not _has_more_than_two_decimals(amount)
     ):
-        return
-    field = "monetary_amount"
+        if amount > max_line:
+            found.add(
+                ReasonCode.AMOUNT_IMPLAUSIBLE,
+                field,
+                f"line amount {amount} is above CLAIMS_MAX_LINE_AMOUNT ({max_line}): check it"
+                " in the EHR (a shifted decimal, cents in a dollars column?)",
+                index,
+            )
+        return True
     if amount is None:
         found.add(ReasonCode.MISSING_FIELD, field, "line amount is missing", index)
     elif not isinstance(amount, Decimal) or not amount.is_finite():
@@ -378,10 +437,28 @@ def _check_amount(found: _Findings, amount: Any, index: int) -> None:
             f"line amount {amount} has more than 2 decimals",
             index,
         )
+    return False
+
+
+def significant_digits(value: Decimal) -> int:
+    """Digits of a finite Decimal as pydantic's ``max_digits`` counts them: trailing zeros
+    dropped, leading zeros of a fraction counted (``0.001`` has 3, ``1E+3`` has 4)."""
+    _, digits, exponent = value.normalize().as_tuple()
+    assert isinstance(exponent, int)
+    if exponent >= 0:
+        return len(digits) + exponent
+    return max(len(digits), -exponent)
 
 
 def _check_units(found: _Findings, units: Any, index: int) -> None:
     if type(units) is Decimal and units.is_finite() and units > 0:
+        if significant_digits(units) > MAX_UNITS_DIGITS:
+            found.add(
+                ReasonCode.UNITS_INVALID,
+                "units",
+                f"units have more than {MAX_UNITS_DIGITS} digits, more than a claim carries",
+                index,
+            )
         return
     if units is None:
         found.add(ReasonCode.MISSING_FIELD, "units", "units are missing", index)

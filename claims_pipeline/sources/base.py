@@ -3,13 +3,15 @@ encounter lines in chunks, in the shape of :data:`claims_pipeline.sources.lines.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 import pyarrow as pa
-from sqlalchemy import Connection, Executable, RowMapping
+import sqlalchemy as sa
+from sqlalchemy import Connection, RowMapping
 
 from claims_pipeline.sources.lines import LINE_SCHEMA
 
@@ -52,38 +54,73 @@ class EncounterSource(Protocol):
         ...
 
 
-def as_date(value: Any) -> date | None:
+class Unreadable:
+    """The stand-in for a value the database driver could not decode or convert (text that is
+    not UTF-8, a DATE column holding text): the value itself is never kept or shown."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+#: The one :class:`Unreadable` instance (compare with ``is``).
+UNREADABLE = Unreadable()
+#: Key, in a raw row, of the source columns (table.column) whose values were unreadable.
+UNREADABLE_KEY = "__unreadable__"
+_ZERO_DATE = "0000-00-00"
+
+
+def decode_text(data: bytes) -> str | Unreadable:
+    """SQLite's text_factory: the UTF-8 text, or UNREADABLE (SQLite stores any bytes as TEXT,
+    and the default factory fails the whole fetch on one bad cell)."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return UNREADABLE
+
+
+def as_date(value: Any) -> date | None | Unreadable:
+    """A date from a driver value: None for NULL, empty or a MySQL zero date (its way of
+    saying "no date"); UNREADABLE for anything else that is not an ISO date (``04/12/1985``
+    is not guessed: day and month order is ambiguous)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
-    text = str(value)
-    if text.startswith("0000-00-00"):  # MySQL zero dates mean "unknown"
+    if not isinstance(value, str):
+        return UNREADABLE
+    if value.startswith(_ZERO_DATE):
         return None
     try:
-        return date.fromisoformat(text[:10])
+        return date.fromisoformat(value[:10])
     except ValueError:
-        # A text column holding "04/12/1985" is unreadable, not guessed (day/month order is
-        # ambiguous): the value counts as missing, so that encounter is rejected by
-        # validation and the night goes on. The value itself is never quoted.
-        return None
+        return UNREADABLE
 
 
-def as_text(value: Any) -> str | None:
-    if value is None:
-        return None
+def as_text(value: Any) -> str | None | Unreadable:
+    if value is None or value is UNREADABLE:
+        return value
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, bytes):
-        value = value.decode()
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return UNREADABLE
     text = str(value).strip()
     return text or None
 
 
-def as_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def as_int(value: Any) -> int | None | Unreadable:
+    if value is None or type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return UNREADABLE
 
 
 CONVERTERS = {
@@ -109,7 +146,8 @@ def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
     for row in rows:
         for name, convert in CONVERTERS.items():
-            columns[name].append(convert(row.get(name)))
+            value = convert(row.get(name))
+            columns[name].append(None if value is UNREADABLE else value)
     return pa.RecordBatch.from_pydict(columns, schema=LINE_SCHEMA)
 
 
@@ -150,17 +188,143 @@ class SharedValues:
         return held
 
 
+class LenientRows:
+    """A statement's rows with every value the driver cannot decode or convert replaced by
+    None and named (``row[UNREADABLE_KEY]``: the source ``table.column`` of each), instead of
+    an exception that would end the whole stream.
+
+    SQLAlchemy converts DATE, DATETIME and NUMERIC values on SQLite itself (from text), and one
+    text where a date should be raises for the whole result: those columns are selected
+    without SQLAlchemy's conversion and converted here, the way SQLAlchemy would, row by row.
+    Text that is not UTF-8 arrives as UNREADABLE from :func:`decode_text`.
+    """
+
+    def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect):
+        self.sources = _source_names(statement)
+        columns: list[Any] = []
+        self.conversions: list[tuple[str, Callable[[Any], Any]]] = []
+        for column in statement.selected_columns:
+            convert = _lenient_converter(column.type)
+            if convert is not None:
+                self.conversions.append((column.key, convert))
+                if column.type._type_affinity is not sa.Integer:
+                    column = sa.type_coerce(column, sa.types.NullType()).label(column.key)
+            columns.append(column)
+        self.statement = statement.with_only_columns(*columns, maintain_column_froms=True)
+        # SQLite hands over undecodable text (decode_text) and bytes where text should be;
+        # MySQL bytes from binary columns. PostgreSQL checks encodings when it stores text.
+        self.scan_values = dialect.name in ("sqlite", "mysql", "mariadb")
+
+    def rows(self, rows: Iterable[RowMapping]) -> Iterator[Mapping[str, Any]]:
+        conversions, scan = self.conversions, self.scan_values
+        for raw in rows:
+            row = dict(raw)
+            unreadable: list[str] | None = None
+            for key, convert in conversions:
+                value = row[key]
+                if value is not None:
+                    value = row[key] = convert(value)
+                    if value is UNREADABLE:
+                        unreadable = [*(unreadable or ()), key]
+            if scan:
+                for key, value in row.items():
+                    if value is UNREADABLE or (
+                        type(value) is bytes and as_text(value) is UNREADABLE
+                    ):
+                        unreadable = [*(unreadable or ()), key]
+            if unreadable:
+                for key in unreadable:
+                    row[key] = None
+                row[UNREADABLE_KEY] = sorted({self.sources[key] for key in unreadable})
+            yield row
+
+
+def _source_names(statement: sa.Select[Any]) -> dict[str, str]:
+    """Each selected column's key -> the ``table.column`` it reads ("a/b" when a union reads
+    several; its own key when it is computed)."""
+    names: dict[str, str] = {}
+    for column in statement.selected_columns:
+        found = sorted(
+            {
+                f"{base.table.name}.{base.name}"
+                for base in column.base_columns
+                if isinstance(getattr(base, "table", None), sa.Table)
+            }
+        )
+        names[column.key] = "/".join(found) or column.key
+    return names
+
+
+def _lenient_converter(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    affinity = kind._type_affinity
+    if affinity is sa.DateTime:
+        return _as_datetime
+    if affinity is sa.Date:
+        return _as_date_value
+    if affinity is sa.Integer:
+        return as_int
+    if affinity is sa.Numeric and getattr(kind, "asdecimal", True):
+        scale = getattr(kind, "scale", None)
+        return functools.partial(_as_decimal, scale=scale)
+    return None
+
+
+def _as_date_value(value: Any) -> Any:
+    return value if isinstance(value, date) else as_date(value)
+
+
+def _as_datetime(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        if value.startswith(_ZERO_DATE):
+            return None
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return UNREADABLE
+    return UNREADABLE
+
+
+def _as_decimal(value: Any, scale: int | None) -> Any:
+    """What SQLAlchemy's Numeric gives for a driver value (a float formatted at the column's
+    scale), or UNREADABLE for text that is not a number."""
+    if type(value) is Decimal:
+        return value
+    if isinstance(value, float):
+        return Decimal(f"%.{scale}f" % value) if scale is not None else Decimal(repr(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        # SQLite stores 220.00 in a NUMERIC(12,2) column as the integer 220.
+        try:
+            return Decimal(value).scaleb(0).quantize(Decimal(1).scaleb(-(scale or 0)))
+        except ArithmeticError:
+            return Decimal(value)
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except ArithmeticError:
+            return UNREADABLE
+    return UNREADABLE
+
+
 def stream_chunks(
     conn: Connection,
-    statement: Executable,
-    to_lines: Callable[[Iterator[RowMapping]], Iterator[dict[str, Any]]],
+    statement: sa.Select[Any],
+    to_lines: Callable[[Iterator[Mapping[str, Any]]], Iterator[dict[str, Any]]],
     chunk_rows: int,
 ) -> Iterator[list[dict[str, Any]]]:
     """Run ``statement`` on a server-side cursor and yield ``to_lines`` of its rows in chunks
-    that never split an encounter: memory holds about one chunk whatever the window. The
-    connection is busy until the iterator is exhausted or closed."""
-    result = conn.execute(statement, execution_options=STREAMING)
+    that never split an encounter: memory holds about one chunk whatever the window. Rows are
+    read leniently (:class:`LenientRows`): an unreadable value is None and named under
+    ``UNREADABLE_KEY``. The connection is busy until the iterator is exhausted or closed."""
+    lenient = LenientRows(statement, conn.dialect)
+    result = conn.execute(lenient.statement, execution_options=STREAMING)
     try:
-        yield from chunk_by_encounter(to_lines(result.mappings()), chunk_rows)
+        yield from chunk_by_encounter(to_lines(lenient.rows(result.mappings())), chunk_rows)
     finally:
         result.close()
+
+
+def unreadable_columns(names: Iterable[str]) -> str | None:
+    """The ``unreadable_columns`` value for these source column names (sorted, distinct)."""
+    return ",".join(sorted(set(names))) or None

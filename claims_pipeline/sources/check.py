@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from claims_pipeline.errors import ClaimsPipelineError
 from claims_pipeline.phi import describe_error, safe_url
 from claims_pipeline.sources import get_source
+from claims_pipeline.sources.connection import read_only_engine
 
 #: The driver each dialect needs, and how to get it.
 DRIVER_HINTS = {
@@ -101,7 +102,7 @@ def check_source(
         )
         return report
     try:
-        engine = sa.create_engine(parsed, poolclass=sa.NullPool)
+        engine = read_only_engine(parsed, poolclass=sa.NullPool)
     except (NoSuchModuleError, ImportError, ArgumentError) as error:
         hint = DRIVER_HINTS.get(parsed.get_backend_name(), "install the driver the URL names")
         report.problems.append(

@@ -4,7 +4,9 @@ athenahealth, eClinicalWorks, a data warehouse, ...).
 
 The contract, documented for users in ``docs/sources.md``:
 
-- One read-only statement (``SELECT`` or ``WITH ... SELECT``), with the bind parameters
+- One read-only statement (``SELECT`` or ``WITH ... SELECT``; it runs on a read-only
+  connection, and functions that act outside it such as ``dblink_exec`` are refused), with the
+  bind parameters
   ``:window_start`` and ``:window_end`` (dates; the window is ``window_start <= service_date <
   window_end``), and no others.
 - It returns every column of :data:`~claims_pipeline.sources.lines.LINE_SCHEMA`, by name (case
@@ -38,9 +40,15 @@ from claims_pipeline.sources.base import (
     CONVERTERS,
     DEFAULT_CHUNK_ROWS,
     STREAMING,
+    UNREADABLE,
     chunk_by_encounter,
+    unreadable_columns,
 )
-from claims_pipeline.sources.lines import LINE_COLUMNS
+from claims_pipeline.sources.lineage import QUERY_TABLE
+from claims_pipeline.sources.lines import LINE_COLUMNS, UNREADABLE_COLUMNS
+
+#: The columns the query returns: every LINE_SCHEMA column but the one the adapter fills.
+QUERY_COLUMNS = tuple(name for name in LINE_COLUMNS if name != UNREADABLE_COLUMNS)
 
 BIND_PARAMETERS = ("window_start", "window_end")
 #: Columns that place a row; a row without one cannot be stored, so it stops the extract.
@@ -61,11 +69,21 @@ _OPAQUE = re.compile(
     """,
     re.DOTALL | re.VERBOSE,
 )
-# Statements that change data or schema. The query runs with the pipeline's database user,
-# which should be read-only anyway; this keeps a pasted script from doing damage first.
+# Statements that change data or schema. The query runs on a read-only connection
+# (sources/connection.py) with the pipeline's database user, which should be read-only too;
+# this keeps a pasted script from doing damage first, and names what is wrong.
 _WRITES = re.compile(
     r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|TRUNCATE|DROP|ALTER|CREATE|GRANT|REVOKE"
     r"|EXEC|EXECUTE|CALL|INTO)\b",
+    re.IGNORECASE,
+)
+# Functions that act outside the read-only session: their own connection (dblink), server
+# files (lo_export, pg_write_file via adminpack, ...), or session settings (set_config could
+# turn the read-only default off for the next transaction).
+_ESCAPES = re.compile(
+    r"\b(DBLINK\w*|SET_CONFIG|LO_\w+|PG_\w*FILE\w*|PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND"
+    r"|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|PG_CREATE\w*|PG_DROP\w*"
+    r"|PG_REPLICATION\w*|PG_ADVISORY\w*|SYS_EXEC|SYS_EVAL|LOAD_FILE)\s*\(",
     re.IGNORECASE,
 )
 
@@ -104,6 +122,12 @@ def parse_query(sql: str, origin: str) -> sa.TextClause:
             f"EHR_QUERY_FILE {origin} uses {write.group(1).upper()}: the query must only "
             "read (SELECT ... FROM, no INTO, no procedure calls)."
         )
+    escape = _ESCAPES.search(body)
+    if escape is not None:
+        raise SourceError(
+            f"EHR_QUERY_FILE {origin} calls {escape.group(1).lower()}(), which acts outside "
+            "the query's read-only connection: the query must only read the EHR's tables."
+        )
     statement = sa.text(sql[start:end])
     used = set(statement.compile().params)
     # Only parameters in the SQL itself count as used, not one mentioned in a comment.
@@ -131,9 +155,9 @@ def _column_positions(names: Sequence[str], origin: str) -> list[tuple[str, int]
     positions: dict[str, int] = {}
     for position, name in enumerate(names):
         positions.setdefault(name.lower(), position)
-    missing = [column for column in LINE_COLUMNS if column not in positions]
+    missing = [column for column in QUERY_COLUMNS if column not in positions]
     if missing:
-        extras = [name for name in names if name.lower() not in LINE_COLUMNS]
+        extras = [name for name in names if name.lower() not in QUERY_COLUMNS]
         hints = []
         for column in missing:
             near = difflib.get_close_matches(column, extras, n=1, cutoff=0.75)
@@ -145,7 +169,7 @@ def _column_positions(names: Sequence[str], origin: str) -> list[tuple[str, int]
             f"{', '.join(missing)}{hint}: return them under these names (NULL AS name when "
             "the EHR has no value); docs/sources.md lists every column."
         )
-    return [(column, positions[column]) for column in LINE_COLUMNS]
+    return [(column, positions[column]) for column in QUERY_COLUMNS]
 
 
 class CustomSqlSource:
@@ -257,6 +281,19 @@ class CustomSqlSource:
         finished: set[str] = set()
         for number, raw in enumerate(result, start=1):
             row = {name: convert(raw[position]) for name, position, convert in converters}
+            row[UNREADABLE_COLUMNS] = None
+            if UNREADABLE in row.values():  # identity first: a cheap scan of the row
+                bad = [name for name, value in row.items() if value is UNREADABLE]
+                for key in KEY_COLUMNS:
+                    if key in bad:
+                        raise SourceError(
+                            f"row {number} of the query in EHR_QUERY_FILE {origin} has a {key} "
+                            "the database driver cannot read: correct it in the EHR, or leave "
+                            "such rows out of the query."
+                        )
+                for name in bad:
+                    row[name] = None
+                row[UNREADABLE_COLUMNS] = unreadable_columns(f"{QUERY_TABLE}.{n}" for n in bad)
             for key in KEY_COLUMNS:
                 if row[key] is None:
                     raise SourceError(

@@ -48,6 +48,8 @@ LINE_COLUMN_DESCRIPTIONS: dict[str, str] = {
     "line_service_date_from": "First date of the line's service; null means service_date.",
     "line_service_date_to": "Last date of the line's service; null means the from date.",
     "line_diagnosis_codes": "The diagnoses this line points at, comma-separated, in order.",
+    "unreadable_columns": "Source columns of the encounter whose value the database driver "
+    "could not read (the value is null; the encounter is rejected as unreadable_value).",
 }
 
 _REFERENCE: dict[str, list[Source]] = {
@@ -144,6 +146,15 @@ _OPENEMR: dict[str, list[Source]] = {
     "line_service_date_to": [("form_encounter", "date")],
     "line_diagnosis_codes": [("billing", "justify")],
 }
+
+
+def _any_column(sources: dict[str, list[Source]]) -> list[Source]:
+    """Every source column: any of them may be the one the driver cannot read."""
+    return list(dict.fromkeys(source for pairs in sources.values() for source in pairs))
+
+
+_REFERENCE["unreadable_columns"] = _any_column(_REFERENCE)
+_OPENEMR["unreadable_columns"] = _any_column(_OPENEMR)
 
 #: The ``sql`` adapter's source is the user's query: each column comes from the query's
 #: column of the same name (the query file is the lineage beyond that).

@@ -5,6 +5,10 @@ Rows of one encounter are contiguous and ordered by ``line_number``; encounters 
 ``service_date`` then ``encounter_id``. An encounter with no procedure lines is one row whose
 ``hcpcs_code`` is null, so that it is counted (and rejected) rather than lost.
 
+A value the database driver cannot decode or convert (text that is not UTF-8, a DATE column
+holding text) is null, and ``unreadable_columns`` names its source column, so that one bad value
+rejects one encounter (``unreadable_value``) instead of failing the whole extract.
+
 List-valued columns (diagnosis codes) are strings separated by ``,``; modifiers keep the
 EHR's raw text (``25:59``, ``25 59``) and are normalised by claim assembly. Money is a decimal
 string so that no source type loses a cent on the way.
@@ -45,10 +49,16 @@ LINE_SCHEMA = pa.schema(
         pa.field("line_service_date_from", pa.date32()),  # null means service_date
         pa.field("line_service_date_to", pa.date32()),
         pa.field("line_diagnosis_codes", pa.string()),  # the diagnoses this line points at
+        # set by the adapter, not read from the EHR: the source columns (table.column) of the
+        # encounter whose value the driver could not decode or convert; such a value is null
+        # here and the encounter is rejected as unreadable_value
+        pa.field("unreadable_columns", pa.string()),
     ]
 )
 
 LINE_COLUMNS: tuple[str, ...] = tuple(LINE_SCHEMA.names)
+#: The column an adapter fills itself: a ``sql`` query file does not return it.
+UNREADABLE_COLUMNS = "unreadable_columns"
 
 #: Columns whose values identify a patient: never logged, never in metadata.
 PHI_COLUMNS: frozenset[str] = frozenset({"patient_name", "patient_dob", "patient_member_id"})

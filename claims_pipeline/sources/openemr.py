@@ -50,10 +50,12 @@ from sqlalchemy.sql import visitors
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
+    UNREADABLE_KEY,
     SharedValues,
     as_date,
     as_text,
     stream_chunks,
+    unreadable_columns,
 )
 from claims_pipeline.sources.lines import LINE_COLUMNS
 
@@ -460,6 +462,9 @@ def _encounter_lines(
     procedures = [row for row in rows if (row["code_type"] or "").upper() in PROCEDURE_CODE_TYPES]
     # Computed once: every line of the encounter holds the same objects.
     encounter = _encounter_columns(rows[0], diagnoses, shared)
+    encounter["unreadable_columns"] = unreadable_columns(
+        name for row in rows for name in row.get(UNREADABLE_KEY, ())
+    )
     if not procedures:
         # Counted and rejected (no_charge_lines), never lost.
         yield _in_line_order({**encounter, **_provider_columns(rows[0], False, shared)})

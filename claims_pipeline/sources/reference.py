@@ -34,10 +34,12 @@ from sqlalchemy import (
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
+    UNREADABLE_KEY,
     SharedValues,
     as_date,
     as_text,
     stream_chunks,
+    unreadable_columns,
 )
 
 BILLABLE_STATUS = "finalized"
@@ -367,7 +369,10 @@ def _encounter_values(
 
 
 def _line_row(
-    row: Mapping[str, Any], encounter: Mapping[str, Any], shared: SharedValues
+    row: Mapping[str, Any],
+    encounter: Mapping[str, Any],
+    shared: SharedValues,
+    unreadable: list[str] | None = None,
 ) -> dict[str, Any]:
     # A line that names its own rendering provider uses that provider's name and NPI even when
     # the row it points at is missing: billing it under someone else's NPI would be wrong.
@@ -404,6 +409,7 @@ def _line_row(
         "line_service_date_from": shared(as_date(row["service_date_from"])),
         "line_service_date_to": shared(as_date(row["service_date_to"])),
         "line_diagnosis_codes": shared(_codes(row["diagnosis_codes"])),
+        "unreadable_columns": unreadable_columns(unreadable) if unreadable else None,
     }
 
 
@@ -416,19 +422,34 @@ def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     encounter_key: Any = object()
     codes: list[str] = []
     encounter: dict[str, Any] | None = None
+    unreadable: list[str] = []  # of the encounter's diagnosis rows
     for row in rows:
         if row["encounter_key"] != encounter_key:
             encounter_key = row["encounter_key"]
             codes = []
             encounter = None
+            unreadable = []
         if row["row_kind"] == _DIAGNOSIS_ROW:
             code = as_text(row["diagnosis_code"])
             if code:
                 codes.append(code)
+            unreadable += _of_kind(row, diagnosis=True)
             continue
         if encounter is None:
             encounter = _encounter_values(row, ",".join(codes) or None, shared)
-        yield _line_row(row, encounter, shared)
+        yield _line_row(row, encounter, shared, [*unreadable, *_of_kind(row, diagnosis=False)])
+
+
+def _of_kind(row: Mapping[str, Any], diagnosis: bool) -> list[str]:
+    """The row's unreadable source columns; a column the union reads from both kinds of row
+    (``charges.line_number/diagnoses.sequence``) named by the table of this row's kind."""
+    names = []
+    for name in row.get(UNREADABLE_KEY, ()):
+        parts = name.split("/")
+        if len(parts) > 1:
+            parts = [part for part in parts if part.startswith("diagnoses.") == diagnosis] or parts
+        names.append("/".join(parts))
+    return names
 
 
 class ReferenceSource:

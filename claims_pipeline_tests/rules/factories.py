@@ -81,6 +81,7 @@ def line_row(**overrides: Any) -> dict[str, Any]:
         "line_service_date_from": None,
         "line_service_date_to": None,
         "line_diagnosis_codes": "M54.50,G89.29",
+        "unreadable_columns": None,
     }
     unknown = set(overrides) - set(row)
     if unknown:

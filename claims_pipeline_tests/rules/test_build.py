@@ -1,12 +1,13 @@
 import json
 import random
 from datetime import date, timedelta
+from decimal import Decimal
 
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from claims_pipeline.contract import Claim, canonical_json, claim_to_wire
-from claims_pipeline.rules import ClaimResult, assemble_claim, build_claims
+from claims_pipeline.rules import AmountLimits, ClaimResult, assemble_claim, build_claims
 from claims_pipeline.rules.reasons import ReasonCode
 from claims_pipeline_tests.rules.factories import (
     SERVICE_DATE,
@@ -105,6 +106,23 @@ def test_a_line_pointing_at_more_than_four_diagnoses_is_rejected():
     rows = encounter_rows([{"line_diagnosis_codes": "M54.50,E11.9,I10,J06.9,G89.29"}])
     (result,) = build(rows)
     assert [(p.code, p.line_index) for p in result.problems] == [(R.POINTER_INVALID, 0)]
+
+
+def test_fifty_lines_are_one_claim_and_fifty_one_are_rejected_whole():
+    fifty = encounter_rows([{}] * 50, encounter_id="50", claim_submitter_identifier="42-50")
+    fifty_one = encounter_rows([{}] * 51, encounter_id="51", claim_submitter_identifier="42-51")
+    accepted, rejected = build(fifty + fifty_one)
+    assert accepted.accepted and len(accepted.wire["charge_lines"]) == 50
+    assert [(p.code, p.field) for p in rejected.problems] == [(R.TOO_MANY_LINES, "charge_lines")]
+    assert "51" in rejected.problems[0].message and rejected.wire is None
+
+
+def test_amount_limits_reach_every_encounter():
+    rows = encounter_rows([{"line_amount": "250.00"}, {"line_amount": "250.00"}])
+    (result,) = build_claims(
+        rows, today=TODAY, limits=AmountLimits(max_line=Decimal(300), max_claim=Decimal(400))
+    )
+    assert [p.code for p in result.problems] == [R.AMOUNT_IMPLAUSIBLE]
 
 
 def test_results_come_in_input_order_one_per_encounter():

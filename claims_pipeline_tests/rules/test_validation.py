@@ -5,11 +5,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from claims_pipeline.contract import Claim, canonical_json, claim_to_wire
+from claims_pipeline.contract import MAX_WIRE_AMOUNT, Claim, canonical_json, claim_to_wire
 from claims_pipeline.rules import CODE_SET_RELEASE, wire_claim
 from claims_pipeline.rules.code_sets import PLACE_OF_SERVICE_CODES
 from claims_pipeline.rules.reasons import ReasonCode
-from claims_pipeline.rules.validation import validate_claim
+from claims_pipeline.rules.validation import AmountLimits, validate_claim
 from claims_pipeline_tests.rules.factories import (
     BILLABLE_CODES,
     INVALID_NPI,
@@ -33,6 +33,11 @@ def findings(assembled):
 def one_line(**overrides):
     """Claim overrides that replace the single charge line with a modified one."""
     return {"charge_lines": [charge_line(**overrides)]}
+
+
+def lines(count, **overrides):
+    """Claim overrides with ``count`` equal charge lines."""
+    return {"charge_lines": [charge_line(**overrides) for _ in range(count)]}
 
 
 def with_codes(count, pointers=("1",)):
@@ -396,6 +401,38 @@ RULES = [
         (R.MISSING_FIELD, "monetary_amount", 0),
         id="amount-missing",
     ),
+    pytest.param(
+        one_line(monetary_amount=Decimal("100000.01")),
+        one_line(monetary_amount=Decimal("100000.00")),  # CLAIMS_MAX_LINE_AMOUNT's default
+        (R.AMOUNT_IMPLAUSIBLE, "monetary_amount", 0),
+        id="amount-above-line-limit",
+    ),
+    pytest.param(
+        lines(10, monetary_amount=Decimal("100000"))
+        | {
+            "charge_lines": [
+                *lines(10, monetary_amount=Decimal("100000"))["charge_lines"],
+                charge_line(monetary_amount=Decimal("0.01")),
+            ]
+        },
+        lines(10, monetary_amount=Decimal("100000")),  # CLAIMS_MAX_CLAIM_AMOUNT's default
+        (R.AMOUNT_IMPLAUSIBLE, "monetary_amount", None),
+        id="claim-total-above-limit",
+    ),
+    # claim size
+    pytest.param(
+        lines(51),
+        lines(50),
+        (R.TOO_MANY_LINES, "charge_lines", None),
+        id="lines-51",
+    ),
+    # units: every digit must survive the wire
+    pytest.param(
+        one_line(units=Decimal("1.234567890123456")),
+        one_line(units=Decimal("1.23456789012345")),
+        (R.UNITS_INVALID, "units", 0),
+        id="units-16-digits",
+    ),
     # service dates
     pytest.param(
         one_line(service_date_from=TODAY + DAY, service_date_to=TODAY + DAY),
@@ -490,8 +527,32 @@ def test_each_rule_rejects_and_its_clean_neighbour_passes(broken, neighbour, pro
 def test_every_rule_reason_has_a_rejecting_case():
     tested = {param.values[2][0] for param in RULES}
     # duplicate_claim_key is a property of the input stream (test_build), api_rejected of the
-    # delivery step; every other reason is a claim rule and must be tabled above.
-    assert tested == set(ReasonCode) - {R.DUPLICATE_CLAIM_KEY, R.API_REJECTED}
+    # delivery step, unreadable_value of the source (sources/test_base); every other reason is
+    # a claim rule and must be tabled above.
+    assert tested == set(ReasonCode) - {
+        R.DUPLICATE_CLAIM_KEY,
+        R.API_REJECTED,
+        R.UNREADABLE_VALUE,
+    }
+
+
+def test_amount_limits_are_settings_and_never_beyond_what_the_wire_carries():
+    strict = AmountLimits(max_line=Decimal("500"), max_claim=Decimal("800"))
+    two = {"charge_lines": [charge_line(monetary_amount=Decimal("450.00"))] * 2}
+    assert [p.code for p in validate_claim(claim(**two), today=TODAY, limits=strict)] == [
+        R.AMOUNT_IMPLAUSIBLE
+    ]
+    loosest = AmountLimits(max_line=MAX_WIRE_AMOUNT, max_claim=MAX_WIRE_AMOUNT)
+    huge = one_line(monetary_amount=Decimal("1E+30"))
+    problems = validate_claim(claim(**huge), today=TODAY, limits=loosest)
+    assert [(p.code, p.line_index) for p in problems] == [
+        (R.AMOUNT_IMPLAUSIBLE, 0),
+        (R.AMOUNT_IMPLAUSIBLE, None),
+    ]
+    at_most = one_line(monetary_amount=MAX_WIRE_AMOUNT)
+    assert validate_claim(claim(**at_most), today=TODAY, limits=loosest) == []
+    with pytest.raises(ValueError, match="max_line"):
+        AmountLimits(max_line=MAX_WIRE_AMOUNT + Decimal("0.01"))
 
 
 def test_a_claim_without_diagnoses_has_nothing_to_point_at():

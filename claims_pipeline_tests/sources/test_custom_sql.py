@@ -268,6 +268,7 @@ GOOD = "SELECT * FROM v WHERE d >= :window_start AND d < :window_end"
         GOOD.replace(":window_start", "CAST(:window_start AS date)") + " AND t::date > d",
         GOOD + " AND update_date > d AND deleted = 0 AND note <> 'DELETE'",
         GOOD + " AND REPLACE(phone, '-', '') <> ''",
+        GOOD + " AND lo_limit > 0 AND dblink_note IS NULL",  # columns, not calls
     ],
 )
 def test_one_select_is_accepted(sql):
@@ -291,6 +292,11 @@ def test_one_select_is_accepted(sql):
         ("SELECT * FROM v", "does not use :window_start, :window_end"),
         ("-- d < :window_end\nSELECT * FROM v WHERE d >= :window_start", "not use :window_end"),
         (GOOD + " AND tenant = :tenant", r"uses bind parameter\(s\) :tenant"),
+        (GOOD + " AND dblink_exec('dbname=ehr', 'DELETE FROM x') = 'OK'", r"dblink_exec\(\)"),
+        (GOOD + " AND DBLINK ('dbname=ehr', 'SELECT 1') IS NOT NULL", r"dblink\(\)"),
+        (GOOD + " AND set_config('default_transaction_read_only', 'off', false) = ''", "set_conf"),
+        (GOOD + " AND lo_export(42, '/tmp/x') = 1", r"lo_export\(\)"),
+        (GOOD + " AND pg_terminate_backend(1)", "pg_terminate_backend"),
     ],
 )
 def test_anything_but_one_read_only_select_is_refused(sql, message):

@@ -303,7 +303,7 @@ def row(pid: int, number: int, when: datetime, **values: Any) -> dict[str, Any]:
         line_service_date_from=None,
         line_service_date_to=None,
     )
-    return {**base, **values}
+    return {**base, **values, "unreadable_columns": None}
 
 
 E1001 = dict(

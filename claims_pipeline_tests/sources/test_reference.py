@@ -274,7 +274,7 @@ def row(encounter_id: int, service_date: date, **values: Any) -> dict[str, Any]:
         claim_submitter_identifier=f"REF-{encounter_id}",
         visit_number=f"V-{encounter_id:04d}",
     )
-    return {**base, **NO_LINE, **values}
+    return {**base, **NO_LINE, **values, "unreadable_columns": None}
 
 
 JOHN = dict(patient_name="John Doe", patient_dob=date(1985, 4, 12), patient_gender="Male")
