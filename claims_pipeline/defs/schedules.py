@@ -18,10 +18,15 @@ from claims_pipeline.defs.claims_import import ASSET as IMPORT
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
 from claims_pipeline.defs.partitions import daily_partitions
 
+#: Run monitoring (dagster.yaml) fails a claims_sync run still going after this long, so a hung
+#: run cannot hold the claims_api slot all day; a nightly run takes minutes.
+MAX_RUNTIME_SECONDS = 6 * 60 * 60
+
 claims_sync = dg.define_asset_job(
     "claims_sync",
     selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
     description="Extract, validate and deliver the claims of a range of dates of service.",
+    tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
 )
 
 
