@@ -23,6 +23,13 @@ ATTENTION_OUTCOMES: dict[str, str] = {
     "held": "held",
     "withdrawn": "withdrawn",
 }
+#: How each count reads in a sentence.
+ATTENTION_LABELS: dict[str, str] = {
+    "rejected_by_api": "refused by the service",
+    "pending": "pending",
+    "held": "held",
+    "withdrawn": "withdrawn",
+}
 #: At most this many claim keys per outcome in one message; the count says how many there are.
 MAX_CLAIM_KEYS = 20
 
@@ -187,7 +194,9 @@ def claims_need_attention_alert(
     ``counts`` by metadata name (``rejected_by_api``...), ``claim_keys`` by outcome."""
     shown = {outcome: sorted(keys)[:MAX_CLAIM_KEYS] for outcome, keys in claim_keys.items() if keys}
     total = sum(counts.values())
-    parts = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in counts.items())
+    parts = ", ".join(
+        f"{count} {ATTENTION_LABELS.get(name, name)}" for name, count in counts.items()
+    )
     return Alert(
         event=CLAIMS_NEED_ATTENTION,
         title=f"[{PRODUCT}] {total} claim(s) of {day} need attention",

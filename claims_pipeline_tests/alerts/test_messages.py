@@ -106,7 +106,7 @@ def test_a_day_that_needs_attention_lists_counts_and_claim_keys_capped():
         ui_base_url="http://127.0.0.1:3000",
     )
     assert alert.title == "[claims_pipeline] 26 claim(s) of 2026-11-30 need attention"
-    assert alert.summary == "Delivery of 2026-11-30: 25 rejected by api, 1 withdrawn."
+    assert alert.summary == "Delivery of 2026-11-30: 25 refused by the service, 1 withdrawn."
     assert len(alert.claim_keys["rejected"]) == messages.MAX_CLAIM_KEYS
     text = alert.text()
     assert "rejected: REF-100, REF-101" in text
