@@ -22,10 +22,15 @@ from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 
+#: Run monitoring (dagster.yaml) fails a claims_sync run still going after this long, so a hung
+#: run cannot hold the claims_api slot all day; a nightly run takes minutes.
+MAX_RUNTIME_SECONDS = 6 * 60 * 60
+
 claims_sync = dg.define_asset_job(
     "claims_sync",
     selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
     description="Extract, validate and deliver the claims of a range of dates of service.",
+    tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
 )
 
 
