@@ -51,6 +51,9 @@ REJECTION_SCHEMA = pa.schema(
         pa.field("service_date", pa.date32(), nullable=False),
         pa.field("encounter_id", pa.string()),
         pa.field("claim_submitter_identifier", pa.string()),
+        pa.field("payer_name", pa.string()),
+        pa.field("provider_npi", pa.string()),  # the rendering NPI of the first line
+        pa.field("billed_amount", pa.string()),  # decimal text: the lines' total as billed
         pa.field("reason_codes", pa.string()),  # comma-separated ReasonCode values
         pa.field("fields", pa.string()),  # comma-separated fields at fault
         pa.field("messages", pa.string()),  # " | "-separated, free of PHI

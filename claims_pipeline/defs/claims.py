@@ -2,7 +2,7 @@
 API-shaped claim or a rejection that says why, and the quality gates that guard posting."""
 
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -58,9 +58,75 @@ def _identity(provider_npi: str, claim_submitter_identifier: str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-def _encounter_rows(store: PartitionStore, day: str) -> Iterator[dict[str, Any]]:
+def _encounter_rows(
+    store: PartitionStore, day: str, billing: dict[str, "EncounterBilling"]
+) -> Iterator[dict[str, Any]]:
+    """The day's lines; ``billing`` collects each encounter's payer, rendering NPI and billed
+    total on the way (what a rejection reports, without PHI)."""
     for batch in store.read_batches(ENCOUNTERS, day):
-        yield from batch.to_pylist()
+        for row in batch.to_pylist():
+            found = billing.get(row["encounter_id"])
+            if found is None:
+                found = billing[row["encounter_id"]] = EncounterBilling(
+                    row.get("payer_name"), row.get("provider_npi")
+                )
+            found.add(row.get("line_amount"))
+            yield row
+
+
+class BillingMix:
+    """Per payer or provider: claims and dollars billed, rejections and dollars held back."""
+
+    __slots__ = ("claims", "billed", "rejected", "held_back")
+
+    def __init__(self) -> None:
+        self.claims = self.rejected = 0
+        self.billed = self.held_back = Decimal(0)
+
+    def add_claim(self, amount: Decimal) -> None:
+        self.claims += 1
+        self.billed += amount
+
+    def add_rejection(self, amount: Decimal | None) -> None:
+        self.rejected += 1
+        self.held_back += amount or Decimal(0)
+
+
+def mix_table(mix: dict[str, BillingMix], name: str, limit: int = 50) -> dg.MetadataValue:
+    """The largest ``limit`` payers or providers by encounters, as a Markdown table."""
+    ranked = sorted(mix.items(), key=lambda item: -(item[1].claims + item[1].rejected))
+    return markdown_table(
+        [
+            {
+                name: key,
+                "claims": m.claims,
+                "billed_usd": f"{m.billed:.2f}",
+                "rejected": m.rejected,
+                "rejection_rate": f"{m.rejected / (m.claims + m.rejected):.1%}",
+                "held_back_usd": f"{m.held_back:.2f}",
+            }
+            for key, m in ranked[:limit]
+        ]
+    )
+
+
+class EncounterBilling:
+    """Payer, rendering NPI and billed total of one encounter as the EHR has them."""
+
+    __slots__ = ("payer_name", "provider_npi", "amount")
+
+    def __init__(self, payer_name: str | None, provider_npi: str | None):
+        self.payer_name = payer_name
+        self.provider_npi = provider_npi
+        self.amount: Decimal | None = Decimal(0)
+
+    def add(self, line_amount: str | None) -> None:
+        if self.amount is None or line_amount is None:
+            return
+        try:
+            self.amount += Decimal(line_amount)
+        except ArithmeticError:
+            self.amount = None  # not a number: unknown, never guessed
 
 
 def claim_row(result: ClaimResult) -> dict[str, Any]:
@@ -83,12 +149,15 @@ def claim_row(result: ClaimResult) -> dict[str, Any]:
     }
 
 
-def rejection_row(result: ClaimResult) -> dict[str, Any]:
+def rejection_row(result: ClaimResult, billing: EncounterBilling | None = None) -> dict[str, Any]:
     problems = result.problems
     return {
         "service_date": result.service_date,
         "encounter_id": result.encounter_id,
         "claim_submitter_identifier": result.claim_submitter_identifier,
+        "payer_name": billing.payer_name if billing else None,
+        "provider_npi": billing.provider_npi if billing else None,
+        "billed_amount": None if billing is None or billing.amount is None else str(billing.amount),
         "reason_codes": ",".join(dict.fromkeys(p.code.value for p in problems)),
         "fields": ",".join(dict.fromkeys(p.field for p in problems)),
         "messages": " | ".join(p.message for p in problems),
@@ -161,6 +230,8 @@ def build_claims_assets(
     rejection_figures: dict[str, dict[str, Any]] = {}
     all_reasons: Counter = Counter()
     all_payers: Counter = Counter()
+    by_payer: dict[str, BillingMix] = defaultdict(BillingMix)
+    by_provider: dict[str, BillingMix] = defaultdict(BillingMix)
     unbalanced: list[str] = []
     for day in partition_days(context):
         key = day.isoformat()
@@ -175,7 +246,9 @@ def build_claims_assets(
         ):
             claims_out = RowBuffer(claims_file, CLAIM_SCHEMA)
             rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA)
-            for result in build_claims(_encounter_rows(store, key), today=today, limits=limits):
+            billing: dict[str, EncounterBilling] = {}
+            lines = _encounter_rows(store, key, billing)
+            for result in build_claims(lines, today=today, limits=limits):
                 if result.accepted:
                     row = claim_row(result)
                     identity = _identity(row["provider_npi"], row["claim_submitter_identifier"])
@@ -184,10 +257,17 @@ def build_claims_assets(
                     claims_out.append(row)
                     dollars += Decimal(row["total_amount"])
                     payers[row["payer_name"]] += 1
+                    amount = Decimal(row["total_amount"])
+                    by_payer[row["payer_name"] or "unknown"].add_claim(amount)
+                    by_provider[row["provider_npi"] or "unknown"].add_claim(amount)
                     if len(preview) < PREVIEW_ROWS:
                         preview.append(claim_preview(result.wire))
                 else:
-                    rejections_out.append(rejection_row(result))
+                    found = billing.get(result.encounter_id)
+                    rejections_out.append(rejection_row(result, found))
+                    held = found.amount if found else None
+                    by_payer[(found and found.payer_name) or "unknown"].add_rejection(held)
+                    by_provider[(found and found.provider_npi) or "unknown"].add_rejection(held)
                     reasons.update({p.code.value for p in result.problems})
             claims_out.flush()
             rejections_out.flush()
@@ -240,6 +320,7 @@ def build_claims_assets(
         metadata=totals
         | claims_lineage_metadata(settings.require(settings.EHR_SCHEMA))
         | {"payer_mix": counts_table(all_payers, "payer")}
+        | {"by_payer": mix_table(by_payer, "payer"), "by_provider": mix_table(by_provider, "npi")}
         | {"billed_amount_usd": round(totals.get("billed_amount_usd", 0.0), 2)},
     )
     yield dg.MaterializeResult(
@@ -248,6 +329,8 @@ def build_claims_assets(
         | {
             "rejection_rate": round(overall_rate, 4),
             "reasons": counts_table(all_reasons, "reason_code"),
+            "by_payer": mix_table(by_payer, "payer"),
+            "by_provider": mix_table(by_provider, "npi"),
         },
     )
     yield dg.AssetCheckResult(

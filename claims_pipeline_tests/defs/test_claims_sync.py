@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -178,3 +179,34 @@ def test_definitions_validate():
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "Validation successful" in completed.stdout + completed.stderr
+
+
+def test_rejections_and_metadata_show_payer_provider_and_dollars(pipeline):
+    first = YESTERDAY - timedelta(days=2)
+    assert pipeline.materialize(first, YESTERDAY).success
+    rejected = [
+        row
+        for day in (first + timedelta(days=i) for i in range(3))
+        for row in stored(pipeline, "claim_rejections", day)
+    ]
+    assert rejected
+    lines = {}
+    for day in (first + timedelta(days=i) for i in range(3)):
+        for line in stored(pipeline, "ehr_encounters", day):
+            lines.setdefault(line["encounter_id"], []).append(line)
+    for row in rejected:
+        own = lines[row["encounter_id"]]
+        assert row["payer_name"] == own[0]["payer_name"]
+        assert row["provider_npi"] == own[0]["provider_npi"]
+        if all(line["line_amount"] is not None for line in own):
+            assert Decimal(row["billed_amount"]) == sum(
+                Decimal(line["line_amount"]) for line in own
+            )
+    result = pipeline.instance.fetch_materializations(
+        dg.AssetKey("claim_rejections"), limit=10
+    ).records
+    tables = [r.event_log_entry.asset_materialization.metadata for r in result]
+    by_payer = next(m["by_payer"].value for m in tables if "by_payer" in m)
+    assert "held_back_usd" in by_payer and "rejection_rate" in by_payer
+    payers = {row["payer_name"] for row in rejected if row["payer_name"]}
+    assert all(payer in by_payer for payer in payers)
