@@ -37,6 +37,14 @@ SERVER_URL_VARIABLES = {
 }
 REQUIRE_SERVICES = "CLAIMS_REQUIRE_SERVICES"
 
+#: Marks a test that needs a PostgreSQL or MariaDB server (deselect: -m "not services").
+SERVICES = pytest.mark.services
+
+
+def dialect_param(dialect: str) -> Any:
+    """A pytest parameter for ``dialect``, marked ``services`` unless it is SQLite."""
+    return pytest.param(dialect, id=dialect, marks=() if dialect == "sqlite" else SERVICES)
+
 
 def server_url(dialect: str) -> URL:
     """The configured server URL for ``dialect``; skips the test when it is not configured, or
@@ -80,7 +88,9 @@ def fresh_database_fixture(
     """A pytest fixture called ``name``, parametrised over ``dialects``, that yields an Engine
     on a fresh database (one per module by default, or per ``scope``)."""
 
-    @pytest.fixture(name=name, scope=scope, params=dialects)  # type: ignore[call-overload]
+    @pytest.fixture(  # type: ignore[call-overload]
+        name=name, scope=scope, params=[dialect_param(d) for d in dialects]
+    )
     def _engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
         with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
             engine = sa.create_engine(url)

@@ -8,10 +8,6 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from claims_pipeline import settings
 from claims_pipeline.defs.claims import CLAIMS, REJECTIONS
@@ -19,6 +15,10 @@ from claims_pipeline.defs.claims_import import ASSET as IMPORT
 from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
 from claims_pipeline.defs.partitions import daily_partitions
 from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
+from claims_pipeline.names import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 

@@ -23,10 +23,17 @@ from dagster._core.storage.tags import (
     BACKFILL_ID_TAG,
 )
 
-from claims_pipeline.defs.instance import PG_URL, PSYCOPG2_SCHEME
 from claims_pipeline.emulator import RunningEmulator
-from claims_pipeline_tests.dagster_dev import DagsterDev, running_dagster_dev, seeded_environment
-from claims_pipeline_tests.databases import fresh_database
+from claims_pipeline_tests.dagster_dev import (
+    PROJECT_DAGSTER_YAML,
+    DagsterDev,
+    prepare_home,
+    running_dagster_dev,
+    seeded_environment,
+)
+from claims_pipeline_tests.databases import dialect_param, fresh_database
+
+POSTGRES_DAGSTER_YAML = PROJECT_DAGSTER_YAML.parent / "docs" / "examples" / "dagster-postgres.yaml"
 
 API_KEY = "ui-backfill-key-5d1e7a"
 TENANT_ID = 57
@@ -94,10 +101,10 @@ def service_day(claim: dict[str, Any]) -> str:
 def dagster_postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.URL]:
     """A fresh database for Dagster's storage (dropped afterwards), as a psycopg2 URL."""
     with fresh_database("postgresql", tmp_path_factory.mktemp("pg")) as url:
-        yield url.set(drivername=PSYCOPG2_SCHEME)
+        yield url.set(drivername="postgresql+psycopg2")  # dagster-postgres drives psycopg2
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=[dialect_param("sqlite"), dialect_param("postgresql")])
 def backfilled(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Backfilled]:
@@ -107,7 +114,8 @@ def backfilled(
     root = tmp_path_factory.mktemp(f"ui-{storage}")
     with seeded_environment(root, DAYS, api_key=API_KEY, tenant_id=TENANT_ID) as (env, emulator):
         if postgres is not None:
-            env[PG_URL] = postgres.render_as_string(hide_password=False)
+            env["DAGSTER_PG_URL"] = postgres.render_as_string(hide_password=False)
+            prepare_home(root / "dagster_home", POSTGRES_DAGSTER_YAML)
         with running_dagster_dev(root / "dagster_home", env) as dev:
             backfill_id = dev.launch_backfill(
                 ASSETS, [day.isoformat() for day in DAYS], tags={"claims_pipeline/trigger": "ui"}
