@@ -24,9 +24,7 @@ For each N it:
 5. with ``--dlt-python``, times dlt's sql_database source (pyarrow backend) on the same
    database (:mod:`benchmarks.peer_dlt`).
 
-``--profile`` samples every run (and the emulator) with py-spy; ``--experiment NAME`` applies a
-candidate optimisation by monkeypatching in the children (:mod:`benchmarks.experiments`), so its
-gain is measured on the real path without touching ``claims_pipeline/``.
+``--profile`` samples every run (and the emulator) with py-spy.
 
 The client-side request cap (CLAIMS_MAX_REQUESTS_PER_SECOND, default 10 req/s: a politeness
 setting toward the real API) is lifted to 100000 for the benchmark: at 10 req/s, posting
@@ -481,25 +479,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--max-requests-per-second", type=float, default=100_000)
-    parser.add_argument(
-        "--experiment",
-        action="append",
-        default=[],
-        help="apply a candidate optimisation by monkeypatching (benchmarks/experiments.py)",
-    )
-    parser.add_argument("--extra-path", help="a directory of extra modules for experiments")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, help="kept; default a temporary directory")
     parser.add_argument("--reuse-data", action="store_true", help="keep a database from before")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
 
-    if args.experiment:
-        # Every child (pipeline, emulator, floor) applies them at start: see benchmarks/_site.
-        os.environ["BENCH_EXPERIMENTS"] = ",".join(args.experiment)
-        if args.extra_path:
-            os.environ["BENCH_EXTRA_PATH"] = args.extra_path
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks" / "_site"), str(ROOT)])
     temporary = None
     root = args.workdir
     if root is None:

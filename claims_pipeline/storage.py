@@ -20,7 +20,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -113,9 +113,6 @@ class PartitionStore:
     def path(self, asset: str, partition: str) -> str:
         return f"{self.root}/{asset}/{partition}.parquet"
 
-    def exists(self, asset: str, partition: str) -> bool:
-        return self.fs.get_file_info(self.path(asset, partition)).type == pafs.FileType.File
-
     @contextmanager
     def writer(
         self,
@@ -207,12 +204,6 @@ class PartitionStore:
         with source:
             yield from pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=columns)
 
-    def read_table(self, asset: str, partition: str) -> pa.Table:
-        return pa.Table.from_batches(
-            list(self.read_batches(asset, partition)),
-            schema=pq.read_schema(self.path(asset, partition), filesystem=self.fs),
-        )
-
     def partitions(self, asset: str) -> list[str]:
         """Partition keys stored for an asset, sorted."""
         selector = pafs.FileSelector(f"{self.root}/{asset}", allow_not_found=True)
@@ -221,19 +212,6 @@ class PartitionStore:
             for info in self.fs.get_file_info(selector)
             if info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
         )
-
-    def delete_before(self, asset: str, cutoff: date) -> list[str]:
-        """Delete the asset's partitions whose date is before ``cutoff``; return their keys."""
-        removed = []
-        for key in self.partitions(asset):
-            try:
-                day = date.fromisoformat(key)
-            except ValueError:
-                continue
-            if day < cutoff:
-                self.fs.delete_file(self.path(asset, key))
-                removed.append(key)
-        return removed
 
 
 def _make_private_dir(path: str) -> None:

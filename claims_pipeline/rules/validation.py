@@ -1,4 +1,4 @@
-"""Claim validation: every rule of ``claim-rules.md`` over one assembled claim.
+"""Claim validation: every claim rule (docs/claim-mapping.md, "Rejections") over one claim.
 
 The claim is a plain mapping with the API's field names (as :func:`assemble_claim` builds it),
 whose values may be missing or malformed; Python types are expected where the project uses
