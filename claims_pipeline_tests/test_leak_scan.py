@@ -477,6 +477,12 @@ def test_a_malformed_source_value_is_not_quoted_in_the_rejection(tmp_path: Path)
         rejections = list(parquet_haystacks(data_dir / "claim_rejections"))
         haystacks += rejections
     assert result.asset_materializations_for_node("build_claims")
+    (extracted,) = [
+        m
+        for m in result.asset_materializations_for_node("ehr_encounters")
+        if "lines_with_unreadable_values" in m.metadata and "partitions" in m.metadata
+    ]
+    assert extracted.metadata["lines_with_unreadable_values"].value > 0
     assert "unreadable_value" in " ".join(text for _, text in rejections)
     assert "patients.date_of_birth" in " ".join(text for _, text in rejections)
     hits = needles.scan(haystacks)
