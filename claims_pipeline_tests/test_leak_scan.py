@@ -530,10 +530,11 @@ def test_dry_run_payloads_are_owner_only(scanned: Scanned) -> None:
 # -- a source value the driver cannot read ----------------------------------------------------
 
 
-def test_a_malformed_source_value_is_not_quoted_in_the_failure(tmp_path: Path) -> None:
+def test_a_malformed_source_value_is_not_quoted_in_the_rejection(tmp_path: Path) -> None:
     """An EHR whose date_of_birth column holds a US-format text date: SQLite's driver layer
-    cannot read the column and its error quotes the value ("Invalid isoformat string:
-    '04/12/1985'"), a date of birth. The run fails naming the source, not the value."""
+    cannot read it, and its error would quote the value ("Invalid isoformat string:
+    '04/12/1985'"), a date of birth. Each such encounter is rejected as unreadable_value,
+    naming the source column, and the value appears nowhere a person can see."""
     ehr_url = f"sqlite:///{tmp_path / 'ehr.sqlite'}"
     seeded = seed_demo(ehr_url, days=1, encounters_per_day=10)
     needles = needles_from_ehr(ehr_url)
@@ -547,12 +548,13 @@ def test_a_malformed_source_value_is_not_quoted_in_the_failure(tmp_path: Path) -
         )
     engine.dispose()
     home = tmp_path / "dagster_home"
+    data_dir = tmp_path / "claims_data"
     with pytest.MonkeyPatch.context() as env:
         for name in list(os.environ):
             if name.startswith(_ENV_PREFIXES):
                 env.delenv(name)
         env.setenv("EHR_DATABASE_URL", ehr_url)
-        env.setenv("CLAIMS_DATA_DIR", str(tmp_path / "claims_data"))
+        env.setenv("CLAIMS_DATA_DIR", str(data_dir))
         with _instance(home, env) as instance, CapturedOutput() as captured:
             from claims_pipeline.definitions import defs
             from claims_pipeline.defs.resources import build_resources
@@ -560,16 +562,26 @@ def test_a_malformed_source_value_is_not_quoted_in_the_failure(tmp_path: Path) -
 
             resources = build_resources()
             result = dg.materialize(
-                [defs.get_assets_def("ehr_encounters")],
-                resources={k: resources[k] for k in ("ehr", "claims_storage")},
+                [defs.get_assets_def(key) for key in ("ehr_encounters", "claims")],
+                resources={k: resources[k] for k in ("ehr", "claims_storage", "quality_gates")},
                 instance=instance,
                 tags=range_tags(seeded.first_service_date, seeded.last_service_date),
                 raise_on_error=False,
             )
-        assert not result.success
         haystacks = [*captured.haystacks("run"), *instance_haystacks(instance)]
         haystacks += list(_error_texts(result))
         haystacks += list(file_haystacks(home))
+        rejections = list(parquet_haystacks(data_dir / "claim_rejections"))
+        haystacks += rejections
+    assert result.asset_materializations_for_node("build_claims")
+    (extracted,) = [
+        m
+        for m in result.asset_materializations_for_node("ehr_encounters")
+        if "lines_with_unreadable_values" in m.metadata and "partitions" in m.metadata
+    ]
+    assert extracted.metadata["lines_with_unreadable_values"].value > 0
+    assert "unreadable_value" in " ".join(text for _, text in rejections)
+    assert "patients.date_of_birth" in " ".join(text for _, text in rejections)
     hits = needles.scan(haystacks)
     assert not hits, _report(hits)
 

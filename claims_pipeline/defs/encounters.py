@@ -48,6 +48,7 @@ def ehr_encounters(
     source = ehr.source()
     lines = {day.isoformat(): 0 for day in days}
     encounters = dict(lines)
+    unreadable = dict(lines)  # lines holding a value the driver could not read
     last_encounter: dict[str, str | None] = dict.fromkeys(lines)
     engine = ehr.engine()
     try:
@@ -73,6 +74,7 @@ def ehr_encounters(
                     part = batch.filter(pc.equal(batch.column("service_date"), day))
                     writers[key].write_batch(part)
                     lines[key] += part.num_rows
+                    unreadable[key] += pc.count(part.column("unreadable_columns")).as_py()
                     # encounters are contiguous: count the boundaries
                     ids = part.column("encounter_id").to_pylist()
                     previous = last_encounter[key]
@@ -97,6 +99,7 @@ def ehr_encounters(
             "dagster/row_count": lines[key],
             "charge_lines": lines[key],
             "encounters": encounters[key],
+            "lines_with_unreadable_values": unreadable[key],
         }
         for key in lines
     }
@@ -104,6 +107,12 @@ def ehr_encounters(
         f"ehr_encounters: {sum(lines.values())} charge lines of "
         f"{sum(encounters.values())} encounters over {len(days)} day(s)"
     )
+    if sum(unreadable.values()):
+        context.log.warning(
+            f"ehr_encounters: {sum(unreadable.values())} charge line(s) hold a value the "
+            "database driver cannot read; their encounters are rejected as unreadable_value "
+            "(claim_rejections names each table and column)"
+        )
     metadata = (
         range_totals(figures)
         | {"ehr_schema": source.name}

@@ -80,7 +80,7 @@ def decode_text(data: bytes) -> str | Unreadable:
         return UNREADABLE
 
 
-def as_date(value: Any) -> date | None | Unreadable:
+def read_date(value: Any) -> date | None | Unreadable:
     """A date from a driver value: None for NULL, empty or a MySQL zero date (its way of
     saying "no date"); UNREADABLE for anything else that is not an ISO date (``04/12/1985``
     is not guessed: day and month order is ambiguous)."""
@@ -100,7 +100,8 @@ def as_date(value: Any) -> date | None | Unreadable:
         return UNREADABLE
 
 
-def as_text(value: Any) -> str | None | Unreadable:
+def read_text(value: Any) -> str | None | Unreadable:
+    """Stripped text from a driver value (None when blank); UNREADABLE for undecodable text."""
     if value is None or value is UNREADABLE:
         return value
     if isinstance(value, Decimal):
@@ -114,7 +115,7 @@ def as_text(value: Any) -> str | None | Unreadable:
     return text or None
 
 
-def as_int(value: Any) -> int | None | Unreadable:
+def read_int(value: Any) -> int | None | Unreadable:
     if value is None or type(value) is int:
         return value
     try:
@@ -123,13 +124,26 @@ def as_int(value: Any) -> int | None | Unreadable:
         return UNREADABLE
 
 
-CONVERTERS = {
+def as_date(value: Any) -> date | None:
+    """:func:`read_date` for values :class:`LenientRows` already checked: None if unreadable."""
+    read = read_date(value)
+    return None if read is UNREADABLE else read  # type: ignore[return-value]
+
+
+def as_text(value: Any) -> str | None:
+    """:func:`read_text` for values :class:`LenientRows` already checked: None if unreadable."""
+    read = read_text(value)
+    return None if read is UNREADABLE else read  # type: ignore[return-value]
+
+
+#: What the ``sql`` adapter and :func:`to_record_batch` apply to each driver value, by column.
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
     field.name: (
-        as_date
+        read_date
         if pa.types.is_date(field.type)
-        else as_int
+        else read_int
         if pa.types.is_integer(field.type)
-        else as_text
+        else read_text
     )
     for field in LINE_SCHEMA
 }
@@ -206,7 +220,7 @@ class LenientRows:
         for column in statement.selected_columns:
             convert = _lenient_converter(column.type)
             if convert is not None:
-                self.conversions.append((column.key, convert))
+                self.conversions.append((str(column.key), convert))
                 if column.type._type_affinity is not sa.Integer:
                     column = sa.type_coerce(column, sa.types.NullType()).label(column.key)
             columns.append(column)
@@ -229,7 +243,7 @@ class LenientRows:
             if scan:
                 for key, value in row.items():
                     if value is UNREADABLE or (
-                        type(value) is bytes and as_text(value) is UNREADABLE
+                        type(value) is bytes and read_text(value) is UNREADABLE
                     ):
                         unreadable = [*(unreadable or ()), key]
             if unreadable:
@@ -251,7 +265,8 @@ def _source_names(statement: sa.Select[Any]) -> dict[str, str]:
                 if isinstance(getattr(base, "table", None), sa.Table)
             }
         )
-        names[column.key] = "/".join(found) or column.key
+        key = str(column.key)
+        names[key] = "/".join(found) or key
     return names
 
 
@@ -262,7 +277,7 @@ def _lenient_converter(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] |
     if affinity is sa.Date:
         return _as_date_value
     if affinity is sa.Integer:
-        return as_int
+        return read_int
     if affinity is sa.Numeric and getattr(kind, "asdecimal", True):
         scale = getattr(kind, "scale", None)
         return functools.partial(_as_decimal, scale=scale)
@@ -270,7 +285,7 @@ def _lenient_converter(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] |
 
 
 def _as_date_value(value: Any) -> Any:
-    return value if isinstance(value, date) else as_date(value)
+    return value if isinstance(value, date) else read_date(value)
 
 
 def _as_datetime(value: Any) -> Any:

@@ -54,3 +54,33 @@ def test_a_key_that_changes_under_a_loaded_code_location_fails_the_import_by_nam
     assert "CLAIMS_API_KEY" in text and API_KEY not in text
     assert not result.asset_materializations_for_node("claims_import")
     assert _requests_seen(pipeline) == 0
+
+
+def test_the_code_location_names_every_bad_setting_when_it_loads(monkeypatch):
+    from claims_pipeline.defs.resources import build_resources
+
+    monkeypatch.setenv("EHR_SCHEMA", "epic")
+    monkeypatch.setenv("CLAIMS_TENANT_ID", "tenant-31")
+    monkeypatch.setenv("CLAIMS_MAX_REJECTION_RATE", "20")
+    with pytest.raises(ConfigurationError) as raised:
+        build_resources()
+    for name in ("EHR_SCHEMA", "CLAIMS_TENANT_ID", "CLAIMS_MAX_REJECTION_RATE"):
+        assert name in str(raised.value)
+
+
+def test_a_malformed_ehr_url_fails_the_first_step_by_name_without_its_password(tmp_path):
+    from claims_pipeline.defs.resources import EhrDatabase
+
+    @dg.asset
+    def reads_the_ehr(ehr: EhrDatabase) -> None:
+        ehr.engine().dispose()
+
+    result = dg.materialize(
+        [reads_the_ehr],
+        resources={"ehr": EhrDatabase(url="postgresql+psycopg://reader:s3cr3t-pw@db:port/ehr")},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    text = str(failure.event_specific_data.error)
+    assert "EHR_DATABASE_URL" in text and "s3cr3t-pw" not in text

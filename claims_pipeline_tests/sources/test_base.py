@@ -1,6 +1,20 @@
 from datetime import date, datetime
 
-from claims_pipeline.sources.base import to_record_batch
+import pytest
+import sqlalchemy as sa
+
+from claims_pipeline.sources.base import (
+    UNREADABLE,
+    UNREADABLE_KEY,
+    LenientRows,
+    as_date,
+    as_text,
+    decode_text,
+    read_date,
+    read_int,
+    read_text,
+    to_record_batch,
+)
 
 
 def test_driver_values_are_coerced_and_unreadable_dates_count_as_unknown():
@@ -37,3 +51,77 @@ def test_typed_rows_and_raw_driver_rows_store_the_same_values():
     }
     raw = typed | {"encounter_id": 17, "units": Decimal("2"), "line_amount": Decimal("150.00")}
     assert to_record_batch([typed]).to_pylist() == to_record_batch([raw]).to_pylist()
+
+
+# -- reading what the driver hands over -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        (None, None),
+        ("", None),
+        ("0000-00-00", None),  # MySQL's "no date"
+        ("0000-00-00 00:00:00", None),
+        ("2026-03-02", date(2026, 3, 2)),
+        ("2026-03-02 10:15:00", date(2026, 3, 2)),
+        (datetime(2026, 3, 2, 10, 15), date(2026, 3, 2)),
+        ("04/12/1985", UNREADABLE),
+        ("1985-02-30", UNREADABLE),
+        (19850412, UNREADABLE),
+        (b"2026-03-02", UNREADABLE),
+        (UNREADABLE, UNREADABLE),
+    ],
+)
+def test_read_date_names_what_is_not_a_date(value, read):
+    assert read_date(value) is read if read in (None, UNREADABLE) else read_date(value) == read
+    assert as_date(value) == (None if read is UNREADABLE else read)
+
+
+def test_text_that_is_not_utf8_is_unreadable_not_an_error():
+    assert decode_text("Núñez".encode()) == "Núñez"
+    assert decode_text(b"\xff\xfeJo") is UNREADABLE
+    assert read_text(b"\xc3\x28") is UNREADABLE and as_text(b"\xc3\x28") is None
+    assert read_text(b" ok ") == "ok" and read_text(12345) == "12345"
+    assert read_int("12") == 12 and read_int("twelve") is UNREADABLE and read_int(None) is None
+
+
+def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
+    table = sa.Table(
+        "charges",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("service_date", sa.Date),
+        sa.Column("line_amount", sa.Numeric(12, 2)),
+        sa.Column("line_number", sa.Integer),
+        sa.Column("code", sa.String(10)),
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ehr.db'}")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO charges VALUES (1, '2026-03-02', 220, 1, '99213'),"
+            " (2, '03/02/2026', 'twelve', 'one', CAST(X'39FF' AS TEXT)),"
+            " (3, '2026-03-02', 150.5, 2, X'3939')"
+        )
+    lenient = LenientRows(sa.select(table).order_by(table.c.id), engine.dialect)
+
+    @sa.event.listens_for(engine, "connect")
+    def _decode(dbapi_connection, _record):
+        dbapi_connection.text_factory = decode_text
+
+    engine.dispose()
+    with engine.connect() as conn:
+        rows = list(lenient.rows(conn.execute(lenient.statement).mappings()))
+    good, bad, blob = rows
+    # What SQLAlchemy itself gives for good values: 220 at scale 2 is 220.00.
+    assert (good["service_date"], str(good["line_amount"])) == (date(2026, 3, 2), "220.00")
+    assert UNREADABLE_KEY not in good and UNREADABLE_KEY not in blob
+    assert bad[UNREADABLE_KEY] == [
+        "charges.code",
+        "charges.line_amount",
+        "charges.line_number",
+        "charges.service_date",
+    ]
+    assert all(bad[key] is None for key in ("service_date", "line_amount", "line_number", "code"))
+    assert str(blob["line_amount"]) == "150.50" and blob["code"] == b"99"

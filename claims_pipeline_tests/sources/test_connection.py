@@ -17,6 +17,8 @@ from claims_pipeline.sources.custom_sql import CustomSqlSource
 from claims_pipeline_tests.databases import fresh_database_fixture
 
 engine = fresh_database_fixture("engine")
+# The servers alone: SQLite has neither data-modifying CTEs nor functions defined in SQL.
+server_engine = fresh_database_fixture("server_engine", dialects=("postgresql", "mysql"))
 
 # A function that writes, called from a SELECT: what no keyword guard can see.
 WRITING_FUNCTION = {
@@ -27,14 +29,23 @@ WRITING_FUNCTION = {
 }
 
 
-@pytest.fixture(scope="module")
-def ehr(engine: sa.Engine) -> sa.Engine:
+def _notes(engine: sa.Engine) -> sa.Engine:
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE notes (x INTEGER)")
         conn.exec_driver_sql("INSERT INTO notes (x) VALUES (1)")
         if engine.dialect.name in WRITING_FUNCTION:
             conn.exec_driver_sql(WRITING_FUNCTION[engine.dialect.name])
     return engine
+
+
+@pytest.fixture(scope="module")
+def ehr(engine: sa.Engine) -> sa.Engine:
+    return _notes(engine)
+
+
+@pytest.fixture(scope="module")
+def server_ehr(server_engine: sa.Engine) -> sa.Engine:
+    return _notes(server_engine)
 
 
 def rows_in(ehr: sa.Engine) -> list[int]:
@@ -65,9 +76,8 @@ def test_every_write_is_refused_by_the_database(ehr, statement):
     assert rows_in(ehr) == [1]
 
 
-def test_a_writing_cte_is_refused_by_the_database(ehr):
-    if ehr.dialect.name == "sqlite":
-        pytest.skip("SQLite has no data-modifying CTEs: the write is refused above")
+def test_a_writing_cte_is_refused_by_the_database(server_ehr):
+    ehr = server_ehr
     sql = {
         "postgresql": "WITH w AS (INSERT INTO notes (x) VALUES (7) RETURNING x) SELECT * FROM w",
         # MariaDB/MySQL: a CTE before an INSERT ... SELECT
@@ -83,9 +93,8 @@ def test_a_writing_cte_is_refused_by_the_database(ehr):
     assert rows_in(ehr) == [1]
 
 
-def test_a_query_file_calling_a_writing_function_fails_and_writes_nothing(ehr, tmp_path):
-    if ehr.dialect.name == "sqlite":
-        pytest.skip("SQLite has no SQL-defined functions")
+def test_a_query_file_calling_a_writing_function_fails_and_writes_nothing(server_ehr, tmp_path):
+    ehr = server_ehr
     query = tmp_path / "q.sql"
     # Passes the keyword guard: no write keyword, no known escape function.
     query.write_text(
