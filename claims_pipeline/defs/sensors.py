@@ -67,6 +67,15 @@ def _deliver(context: Any, alert: alerts.Alert, destinations: Sequence[alerts.De
     return True
 
 
+def _error_text(class_name: str | None, message: str) -> str:
+    """``Failure: what went wrong``: Dagster's message repeats the class, fully qualified."""
+    message = message.strip()
+    head, separator, rest = message.partition(": ")
+    if separator and class_name and head.split(".")[-1] == class_name:
+        message = rest
+    return f"{class_name or 'Error'}: {message}"
+
+
 @dg.run_failure_sensor(
     name="claims_run_failure_alert",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
@@ -85,7 +94,7 @@ def claims_run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReas
         failed_steps.append(step_failure.step_key or "?")
         info = getattr(step_failure.event_specific_data, "error", None)
         if error is None and info is not None:
-            error = f"{info.cls_name or 'Error'}: {info.message.strip()}"
+            error = _error_text(info.cls_name, info.message)
     if error is None:
         error = context.failure_event.message
     first, last = _run_days(run)

@@ -125,6 +125,7 @@ def test_a_failed_run_is_reported_with_its_days_step_and_link(pipeline, webhook,
     assert body["day"] == f"{first.isoformat()}...{YESTERDAY.isoformat()}"
     assert body["run_url"] == f"{UI}/runs/{run_id}"
     assert body["details"]["failed steps"] == "claims_import"
+    assert body["details"]["error"].startswith("Failure: The claims-import API refused")
     assert "CLAIMS_API_KEY" in body["details"]["error"]  # the error names the setting...
     assert WRONG_KEY not in json.dumps(body)  # ...never its value
 
