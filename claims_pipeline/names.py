@@ -16,3 +16,5 @@ DRY_RUN_DIR = f"{IMPORT}_dry_run"
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_NAME_TAG = "dagster/partition"
+# Set on a failed run that the run-retry daemon will retry.
+WILL_RETRY_TAG = "dagster/will_retry"

@@ -118,9 +118,11 @@ def run_failed_alert(
     error: str | None,
     ui_base_url: str | None,
     secrets: Iterable[str] = (),
+    will_retry: bool = False,
 ) -> Alert:
-    """A run of ``job_name`` failed. ``error`` is the first failed step's message: it is
-    scrubbed of ``secrets`` (the API key) and of anything date-shaped before it is shown."""
+    """A run of ``job_name`` failed (``will_retry``: Dagster's run retries will launch it
+    again). ``error`` is the first failed step's message: it is scrubbed of ``secrets`` (the
+    API key) and of anything date-shaped before it is shown."""
     day = _day_range(first_day, last_day)
     steps = ", ".join(failed_steps) or "no step (the run itself)"
     details = {"job": job_name, "failed steps": steps}
@@ -129,7 +131,8 @@ def run_failed_alert(
     return Alert(
         event=RUN_FAILED,
         title=f"[{PRODUCT}] Run of {job_name} failed" + (f" ({day})" if day else ""),
-        summary=f"Run {run_id[:8]} of {job_name} failed in: {steps}.",
+        summary=f"Run {run_id[:8]} of {job_name} failed in: {steps}."
+        + (" It will be retried automatically." if will_retry else ""),
         day=day,
         run_id=run_id,
         run_url=run_url(ui_base_url, run_id),

@@ -4,9 +4,9 @@ Each reads what Dagster recorded, builds an alert from figures only (``claims_pi
 and sends it to the destinations the environment names (``CLAIMS_ALERT_*``); with none set, they
 only advance their cursors. They start running, so setting a destination is all it takes.
 
-When every destination fails, the two event-log sensors stop before that event and try it
-again on the next tick; when some succeed, the failures are logged on the tick and the cursor
-moves on, so no destination gets an alert twice. The run-failure sensor reports a failure to
+When every destination fails, the two event-log sensors stop before that event (the check
+sensor: before that run) and try again on the next tick; when some succeed, the failures are
+logged on the tick and the cursor moves on. The run-failure sensor reports a failure to
 deliver on the failed run's event log (Dagster's behaviour for run-status sensors).
 """
 
@@ -25,6 +25,7 @@ from claims_pipeline.names import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
+    WILL_RETRY_TAG,
 )
 from claims_pipeline.storage import PartitionStore
 
@@ -66,6 +67,15 @@ def _deliver(context: Any, alert: alerts.Alert, destinations: Sequence[alerts.De
     return True
 
 
+def _error_text(class_name: str | None, message: str) -> str:
+    """``Failure: what went wrong``: Dagster's message repeats the class, fully qualified."""
+    message = message.strip()
+    head, separator, rest = message.partition(": ")
+    if separator and class_name and head.split(".")[-1] == class_name:
+        message = rest
+    return f"{class_name or 'Error'}: {message}"
+
+
 @dg.run_failure_sensor(
     name="claims_run_failure_alert",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
@@ -84,7 +94,7 @@ def claims_run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReas
         failed_steps.append(step_failure.step_key or "?")
         info = getattr(step_failure.event_specific_data, "error", None)
         if error is None and info is not None:
-            error = f"{info.cls_name or 'Error'}: {info.message.strip()}"
+            error = _error_text(info.cls_name, info.message)
     if error is None:
         error = context.failure_event.message
     first, last = _run_days(run)
@@ -97,18 +107,44 @@ def claims_run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReas
         error=error,
         ui_base_url=alerts.ui_base_url(),
         secrets=_secrets(),
+        will_retry=run.tags.get(WILL_RETRY_TAG) == "true",
     )
     _send(context, alert, destinations)
     return None
 
 
-def _latest_check_storage_id(instance: dg.DagsterInstance) -> int:
-    records = instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
-        limit=1,
-        ascending=False,
-    )
-    return records[0].storage_id if records else 0
+RUN_ENDINGS = (
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+)
+
+
+def _latest_run_ending(instance: dg.DagsterInstance) -> int:
+    latest = 0
+    for ending in RUN_ENDINGS:
+        records = instance.fetch_run_status_changes(ending, limit=1).records
+        latest = max([latest, *(record.storage_id for record in records)])
+    return latest
+
+
+def _runs_ended_after(instance: dg.DagsterInstance, after: int) -> list[tuple[int, str]]:
+    """(storage id, run id) of the runs that ended after storage id ``after``, oldest first.
+    Run endings are indexed across runs on every storage (SQLite's per-run shards too), unlike
+    check evaluations, which is why this sensor goes from runs to their evaluations."""
+    ended: list[tuple[int, str]] = []
+    horizon: int | None = None
+    for ending in RUN_ENDINGS:
+        records = instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(ending, after_storage_id=after),
+            limit=EVENTS_PER_TICK,
+            ascending=True,
+        ).records
+        ended += [(record.storage_id, record.event_log_entry.run_id) for record in records]
+        if len(records) == EVENTS_PER_TICK:  # more to come: stop where this kind stopped
+            last = records[-1].storage_id
+            horizon = last if horizon is None else min(horizon, last)
+    return sorted(e for e in ended if horizon is None or e[0] <= horizon)
 
 
 def _numeric_metadata(metadata: Mapping[str, Any]) -> dict[str, int | float]:
@@ -120,53 +156,58 @@ def _numeric_metadata(metadata: Mapping[str, Any]) -> dict[str, int | float]:
     }
 
 
+def _check_alert(
+    instance: dg.DagsterInstance, run_id: str, evaluation: dg.AssetCheckEvaluation
+) -> alerts.Alert:
+    day = evaluation.partition
+    if day is None:
+        first, last = _run_days(instance.get_run_by_id(run_id))
+        day = first if first == last else f"{first}...{last}" if first else None
+    return alerts.check_failed_alert(
+        asset=evaluation.asset_key.to_user_string(),
+        check_name=evaluation.check_name,
+        severity=evaluation.severity.value,
+        blocking=bool(evaluation.blocking),
+        day=day,
+        run_id=run_id,
+        figures=_numeric_metadata(evaluation.metadata),
+        description=evaluation.description,
+        ui_base_url=alerts.ui_base_url(),
+    )
+
+
 @dg.sensor(
     name="claims_check_failure_alert",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Alerts (CLAIMS_ALERT_*) for every asset check evaluation that did not pass, "
-    "blocking or not: asset, check, day, the check's figures and a link to the run.",
+    "blocking or not, once its run has ended: asset, check, day, the check's figures and a "
+    "link to the run.",
 )
 def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     instance = context.instance
     if context.cursor is None:  # first tick: alert from now on, not about history
-        context.update_cursor(str(_latest_check_storage_id(instance)))
+        context.update_cursor(str(_latest_run_ending(instance)))
         return dg.SkipReason("Started: alerting on check evaluations from now on.")
-    records = instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-            after_cursor=int(context.cursor),
-        ),
-        limit=EVENTS_PER_TICK,
-        ascending=True,
-    )
-    if not records:
-        return dg.SkipReason("No new check evaluation.")
+    ended = _runs_ended_after(instance, int(context.cursor))
+    if not ended:
+        return dg.SkipReason("No run has ended since the last tick.")
     destinations = alerts.destinations_from_environment()
     failed = 0
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not evaluation.passed and destinations:
-            run_id = record.event_log_entry.run_id
-            day = evaluation.partition
-            if day is None:
-                first, last = _run_days(instance.get_run_by_id(run_id))
-                day = first if first == last else f"{first}...{last}" if first else None
-            alert = alerts.check_failed_alert(
-                asset=evaluation.asset_key.to_user_string(),
-                check_name=evaluation.check_name,
-                severity=evaluation.severity.value,
-                blocking=bool(evaluation.blocking),
-                day=day,
-                run_id=run_id,
-                figures=_numeric_metadata(evaluation.metadata),
-                description=evaluation.description,
-                ui_base_url=alerts.ui_base_url(),
-            )
-            if not _deliver(context, alert, destinations):
-                return dg.SkipReason(f"Alerted on {failed} failed check evaluation(s); {RETRY}")
-        failed += not evaluation.passed
-        context.update_cursor(str(record.storage_id))
+    for storage_id, run_id in ended:
+        records = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        for record in records:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            if evaluation.passed:
+                continue
+            failed += 1
+            if destinations and not _deliver(
+                context, _check_alert(instance, run_id, evaluation), destinations
+            ):
+                return dg.SkipReason(f"Stopped at run {run_id[:8]}: {RETRY}")
+        context.update_cursor(str(storage_id))
     if not destinations:
         return dg.SkipReason(f"{failed} failed check evaluation(s). {NO_DESTINATION}")
     return dg.SkipReason(f"Alerted on {failed} failed check evaluation(s).")

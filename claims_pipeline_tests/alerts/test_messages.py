@@ -52,7 +52,21 @@ def test_without_a_ui_base_url_the_run_id_is_given_and_the_setting_named():
     assert alert.run_url is None
     assert alert.day == "2026-11-30"
     assert f"Run id: {RUN_ID} (set CLAIMS_UI_BASE_URL for a link)" in alert.text()
-    assert "no step (the run itself)" in alert.summary
+    assert alert.summary == f"Run {RUN_ID[:8]} of claims_sync failed in: no step (the run itself)."
+
+
+def test_a_failure_that_will_be_retried_says_so():
+    alert = run_failed_alert(
+        job_name="claims_sync",
+        run_id=RUN_ID,
+        first_day=None,
+        last_day=None,
+        failed_steps=["claims_import"],
+        error=None,
+        ui_base_url=None,
+        will_retry=True,
+    )
+    assert alert.summary.endswith("failed in: claims_import. It will be retried automatically.")
 
 
 @given(

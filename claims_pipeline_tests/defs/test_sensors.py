@@ -4,6 +4,7 @@ real assets (seeded EHR, live emulator), sending to local receivers."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,10 +46,18 @@ def bodies(receiver: HttpReceiver, path: str = "/hook") -> list[dict]:
     return [request.json() for request in receiver.requests if request.path == path]
 
 
-def finalized_keys(pipeline: Pipeline, day, count: int) -> list[str]:
+@dataclass
+class WithEhr(Pipeline):
+    ehr_url: str = ""
+
+    def with_instance(self, instance: dg.DagsterInstance) -> WithEhr:
+        return replace(self, instance=instance)
+
+
+def finalized_keys(pipeline: WithEhr, day, count: int) -> list[str]:
     """Claim keys of ``count`` billable encounters of ``day`` without a planted defect."""
     e = reference.encounters.c
-    engine = sa.create_engine(pipeline.emulator_ehr_url)
+    engine = sa.create_engine(pipeline.ehr_url)
     with engine.connect() as conn:
         ids = conn.execute(
             sa.select(e.id)
@@ -88,9 +97,18 @@ def evaluate(sensor: dg.SensorDefinition, pipeline: Pipeline, cursor: str | None
 
 @pytest.fixture
 def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    with running_pipeline(tmp_path, monkeypatch, days=3, encounters_per_day=30) as running:
-        running.emulator_ehr_url = f"sqlite:///{tmp_path / 'ehr.sqlite'}"
-        yield running
+    """The pipeline on an instance with Dagster's default storage, SQLite files with one shard
+    per run (as ``dagster dev`` and a fresh $DAGSTER_HOME have): what a sensor may query across
+    runs there is narrower than on the ephemeral in-memory instance."""
+    (tmp_path / "dagster_home").mkdir()
+    with (
+        running_pipeline(tmp_path, monkeypatch, days=3, encounters_per_day=30) as running,
+        dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home")) as instance,
+    ):
+        yield WithEhr(
+            **{f.name: getattr(running, f.name) for f in fields(Pipeline)},
+            ehr_url=f"sqlite:///{tmp_path / 'ehr.sqlite'}",
+        ).with_instance(instance)
 
 
 def test_a_failed_run_is_reported_with_its_days_step_and_link(pipeline, webhook, monkeypatch):
@@ -107,6 +125,7 @@ def test_a_failed_run_is_reported_with_its_days_step_and_link(pipeline, webhook,
     assert body["day"] == f"{first.isoformat()}...{YESTERDAY.isoformat()}"
     assert body["run_url"] == f"{UI}/runs/{run_id}"
     assert body["details"]["failed steps"] == "claims_import"
+    assert body["details"]["error"].startswith("Failure: The claims-import API refused")
     assert "CLAIMS_API_KEY" in body["details"]["error"]  # the error names the setting...
     assert WRONG_KEY not in json.dumps(body)  # ...never its value
 
@@ -141,7 +160,9 @@ def test_a_failed_blocking_check_is_reported_once_and_passing_ones_not(
     assert float(body["details"]["rejection_rate"]) > 0
     assert body["details"]["max_rejection_rate"] == "0.0"
     # the next tick has nothing new
-    assert evaluate(claims_check_failure_alert, pipeline, cursor)[0] == "No new check evaluation."
+    assert evaluate(claims_check_failure_alert, pipeline, cursor)[0] == (
+        "No run has ended since the last tick."
+    )
     assert len(bodies(webhook)) == 1
 
 
@@ -298,7 +319,7 @@ def test_no_payload_of_any_destination_holds_phi_or_a_key(pipeline, monkeypatch)
     )
 
     needles = needles_from_ehr(
-        pipeline.emulator_ehr_url,
+        pipeline.ehr_url,
         secrets=[API_KEY, WRONG_KEY],
         allowed_dates=[first + timedelta(days=n) for n in range(3)],
     )
