@@ -16,3 +16,16 @@ DRY_RUN_DIR = f"{IMPORT}_dry_run"
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_NAME_TAG = "dagster/partition"
+
+# Asset checks, by the asset they check.
+RATE_CHECK = "rejection_rate_within_limit"  # claims (blocking)
+UNIQUE_CHECK = "claim_keys_unique"  # claims (blocking)
+CONSERVED_CHECK = "encounters_conserved"  # claims and claims_import
+ACKED_CHECK = "valid_claims_acknowledged"  # claims_import
+PROVIDER_CHECK = "no_provider_changes_held"  # claims_import
+WITHDRAWN_CHECK = "no_withdrawn_claims"  # claims_import
+FILING_CHECK = "filing_deadlines_ahead"  # claims_import
+
+# Jobs and schedules.
+SYNC_JOB = "claims_sync"
+NIGHTLY_SCHEDULE = "nightly_claims_sync"
