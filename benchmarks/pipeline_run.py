@@ -97,12 +97,14 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
     import dagster as dg
 
     from claims_pipeline.definitions import defs
+    from claims_pipeline.defs.claims_sync.schedules import range_tags
     from claims_pipeline.defs.resources import build_resources
-    from claims_pipeline.defs.schedules import range_tags
 
     imported = time.perf_counter()
     assets = list(
-        dict.fromkeys(defs.get_assets_def(k) for k in ("ehr_encounters", "claims", "claims_import"))
+        dict.fromkeys(
+            defs().get_assets_def(k) for k in ("ehr_encounters", "claims", "claims_import")
+        )
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-dagster-home-") as home,

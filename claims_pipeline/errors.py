@@ -20,3 +20,7 @@ class DeliveryError(ClaimsPipelineError):
 
 class AuthenticationError(DeliveryError, ConfigurationError):
     """The API refused the credentials (401/403): names CLAIMS_API_KEY or CLAIMS_TENANT_ID."""
+
+
+class StorageError(ClaimsPipelineError):
+    """Stored data (CLAIMS_DATA_DIR) could not be written or read: disk full, permissions."""

@@ -22,15 +22,16 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from claims_pipeline.errors import ConfigurationError
+from claims_pipeline.names import CLAIMS, DRY_RUN_DIR, ENCOUNTERS, IMPORT, REJECTIONS
 from claims_pipeline.phi import hide_url_password
 from claims_pipeline.storage import PartitionStore
 
 #: Assets whose partition files hold PHI (or point at patients) and are purged by date.
-PURGED_ASSETS: tuple[str, ...] = ("ehr_encounters", "claims", "claim_rejections")
+PURGED_ASSETS: tuple[str, ...] = (ENCOUNTERS, CLAIMS, REJECTIONS)
 #: Assets kept whatever their age: no PHI, and the record of what was delivered.
-KEPT_ASSETS: tuple[str, ...] = ("claims_import",)
+KEPT_ASSETS: tuple[str, ...] = (IMPORT,)
 #: Where a dry run of claims_import writes the payloads it would have posted (one file a run).
-DRY_RUN_PAYLOADS = "claims_import_dry_run"
+DRY_RUN_PAYLOADS = DRY_RUN_DIR
 UNFINISHED_WRITES = "unfinished writes"
 
 MINIMUM_RETENTION = timedelta(days=1)

@@ -87,10 +87,10 @@ def _instance(home: Path, env: pytest.MonkeyPatch) -> dg.DagsterInstance:
 
 def _materialize(instance: dg.DagsterInstance, first: date, last: date, **import_config: Any):
     from claims_pipeline.definitions import defs
+    from claims_pipeline.defs.claims_sync.schedules import range_tags
     from claims_pipeline.defs.resources import build_resources
-    from claims_pipeline.defs.schedules import range_tags
 
-    assets = [defs.get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")]
+    assets = [defs().get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")]
     run_config = {"ops": {"claims_import": {"config": import_config}}} if import_config else None
     return dg.materialize(
         list(dict.fromkeys(assets)),
@@ -557,12 +557,12 @@ def test_a_malformed_source_value_is_not_quoted_in_the_rejection(tmp_path: Path)
         env.setenv("CLAIMS_DATA_DIR", str(data_dir))
         with _instance(home, env) as instance, CapturedOutput() as captured:
             from claims_pipeline.definitions import defs
+            from claims_pipeline.defs.claims_sync.schedules import range_tags
             from claims_pipeline.defs.resources import build_resources
-            from claims_pipeline.defs.schedules import range_tags
 
             resources = build_resources()
             result = dg.materialize(
-                [defs.get_assets_def(key) for key in ("ehr_encounters", "claims")],
+                [defs().get_assets_def(key) for key in ("ehr_encounters", "claims")],
                 resources={k: resources[k] for k in ("ehr", "claims_storage", "quality_gates")},
                 instance=instance,
                 tags=range_tags(seeded.first_service_date, seeded.last_service_date),
@@ -643,11 +643,8 @@ def test_the_code_location_as_the_ui_shows_it_holds_no_secret(
     from dagster._serdes import serialize_value
 
     from claims_pipeline.definitions import defs
-    from claims_pipeline.defs.resources import build_resources
 
-    definitions = dg.Definitions(  # the code location, with resources built from this env
-        assets=defs.assets, jobs=defs.jobs, schedules=defs.schedules, resources=build_resources()
-    )
+    definitions = defs()  # the code location, with resources built from this environment
     snapshot = serialize_value(RepositorySnap.from_def(definitions.get_repository_def()))
     assert "CLAIMS_API_KEY" in snapshot  # the resource is there, by variable name
     assert API_KEY not in snapshot and DB_PASSWORD not in snapshot

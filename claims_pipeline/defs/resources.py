@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
-from pydantic import PrivateAttr
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from claims_pipeline import settings
 from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
@@ -93,6 +93,16 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
                 f"EHR_DATABASE_URL is not a usable SQLAlchemy URL ({type(error).__name__})."
             ) from None
 
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A read-only connection; its engine is disposed when the block ends."""
+        engine = self.engine()
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
     def source(self) -> EncounterSource:
         return get_source(self.ehr_schema, self.query_file)
 
@@ -144,18 +154,20 @@ class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
     data_dir: str
     ledger_url: str | None = None
 
-    _ledger: DeliveryLedger | None = PrivateAttr(default=None)
-
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _raise_problems((settings.CLAIMS_LEDGER_URL, self.ledger_url))
 
     def store(self) -> PartitionStore:
         return PartitionStore(self.data_dir)
 
-    def ledger(self) -> DeliveryLedger:
-        if self._ledger is None:
-            self._ledger = DeliveryLedger(self.ledger_url or settings.ledger_url(self._local_dir()))
-        return self._ledger
+    @contextmanager
+    def open_ledger(self) -> Iterator[DeliveryLedger]:
+        """The delivery ledger (CLAIMS_LEDGER_URL), its connections closed when the block ends."""
+        ledger = DeliveryLedger(self.ledger_url or settings.ledger_url(self._local_dir()))
+        try:
+            yield ledger
+        finally:
+            ledger.dispose()
 
     def _local_dir(self) -> Path:
         if "://" in self.data_dir:

@@ -80,9 +80,9 @@ def _run_claims_sync(first: date, last: date) -> tuple[bool, str | None]:
     import dagster as dg
 
     from claims_pipeline.definitions import defs
-    from claims_pipeline.defs.schedules import range_tags
+    from claims_pipeline.defs.claims_sync.schedules import range_tags
 
-    job = defs.resolve_job_def("claims_sync")
+    job = defs().resolve_job_def("claims_sync")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,

@@ -36,11 +36,13 @@ class Pipeline:
         """Run the claims_sync assets for one day or a range (one run), as a backfill does;
         on this pipeline's instance unless another is given."""
         from claims_pipeline.definitions import defs
+        from claims_pipeline.defs.claims_sync.schedules import range_tags
         from claims_pipeline.defs.resources import build_resources
-        from claims_pipeline.defs.schedules import range_tags
 
         last = last or first
-        assets = [defs.get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")]
+        assets = [
+            defs().get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")
+        ]
         return dg.materialize(
             list(dict.fromkeys(assets)),
             resources=build_resources(),

@@ -49,6 +49,16 @@ def execute(pipeline, statement: str, **params) -> None:
     engine.dispose()
 
 
+def evaluate(schedule, tick):
+    """The schedule's run requests at ``tick``, with the resources of the environment."""
+    from claims_pipeline.defs.resources import build_resources
+
+    with dg.build_schedule_context(
+        scheduled_execution_time=tick, resources=build_resources()
+    ) as context:
+        return schedule(context)
+
+
 def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
     return {c.check_name: c for c in result.get_asset_check_evaluations()}
 
@@ -185,8 +195,7 @@ def long_history(tmp_path, monkeypatch):
 
 
 def test_an_edit_200_days_back_is_resynced_by_the_next_nightly_run(long_history):
-    from claims_pipeline.defs.resources import build_resources
-    from claims_pipeline.defs.schedules import build_nightly_schedule
+    from claims_pipeline.defs.claims_sync.schedules import build_nightly_schedule
 
     pipeline = long_history
     old_day = YESTERDAY - timedelta(days=200)
@@ -201,9 +210,7 @@ def test_an_edit_200_days_back_is_resynced_by_the_next_nightly_run(long_history)
 
     schedule = build_nightly_schedule("UTC", 7, old_day - timedelta(days=5))
     tick = datetime.combine(YESTERDAY + timedelta(days=1), time(2), UTC)
-    requests = schedule(
-        dg.build_schedule_context(scheduled_execution_time=tick, resources=build_resources())
-    )
+    requests = evaluate(schedule, tick)
     assert len(requests) == 2
     edits = requests[1]
     assert (
@@ -217,9 +224,7 @@ def test_an_edit_200_days_back_is_resynced_by_the_next_nightly_run(long_history)
     total = lambda claim: sum(line["monetary_amount"] for line in claim["content"]["charge_lines"])  # noqa: E731
     assert round(total(after) - total(before), 2) == 7
     assert pipeline.latest("claims_import", old_day)["updated"] == 1
-    again = schedule(
-        dg.build_schedule_context(scheduled_execution_time=tick, resources=build_resources())
-    )
+    again = evaluate(schedule, tick)
     assert len(again) == 1  # synced: nothing older to do
 
 
@@ -283,8 +288,7 @@ def ten_days(tmp_path, monkeypatch):
 
 
 def test_a_refused_claim_is_retried_after_its_day_leaves_the_window(ten_days, monkeypatch):
-    from claims_pipeline.defs.resources import build_resources
-    from claims_pipeline.defs.schedules import build_nightly_schedule
+    from claims_pipeline.defs.claims_sync.schedules import build_nightly_schedule
 
     pipeline = ten_days
     old_day = YESTERDAY - timedelta(days=9)
@@ -307,9 +311,7 @@ def test_a_refused_claim_is_retried_after_its_day_leaves_the_window(ten_days, mo
     tick = datetime.combine(YESTERDAY + timedelta(days=1), time(2), UTC)
 
     def requested():
-        return schedule(
-            dg.build_schedule_context(scheduled_execution_time=tick, resources=build_resources())
-        )
+        return evaluate(schedule, tick)
 
     monkeypatch.setenv("CLAIMS_MAX_DELIVERY_ATTEMPTS", "1")
     assert len(requested()) == 1  # the limit reached: it waits for a person

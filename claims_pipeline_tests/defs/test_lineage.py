@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from claims_pipeline.defs.lineage import (
+from claims_pipeline.column_lineage import (
     CLAIM_COLUMN_LINES,
     claims_lineage_metadata,
     column_lineage_for,

@@ -9,7 +9,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from claims_pipeline.defs.purge_job import claims_purge, nightly_claims_purge
+from claims_pipeline.defs.purge.jobs import claims_purge
+from claims_pipeline.defs.purge.jobs import nightly_claims_purge as purge_schedule
 from claims_pipeline.defs.resources import ClaimsStorage
 from claims_pipeline.storage import PartitionStore
 
@@ -90,9 +91,11 @@ def test_a_malformed_retention_names_the_setting(tmp_path, monkeypatch):
 
 
 def test_the_schedule_starts_stopped_and_runs_the_purge_job():
-    assert nightly_claims_purge.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert nightly_claims_purge.job_name == "claims_purge"
+    schedule = purge_schedule()
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "claims_purge"
     from claims_pipeline.definitions import defs
 
-    assert nightly_claims_purge in defs.schedules
-    assert claims_purge in defs.jobs
+    loaded = defs()
+    assert loaded.get_schedule_def("nightly_claims_purge").job_name == "claims_purge"
+    assert loaded.resolve_job_def("claims_purge") is not None

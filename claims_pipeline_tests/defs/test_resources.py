@@ -35,12 +35,12 @@ def test_a_key_that_changes_under_a_loaded_code_location_fails_the_import_by_nam
     API resource is set up (at the start of an in-process run, of the import step in a
     multiprocess one), before any client exists."""
     from claims_pipeline.definitions import defs
+    from claims_pipeline.defs.claims_sync.schedules import range_tags
     from claims_pipeline.defs.resources import build_resources
-    from claims_pipeline.defs.schedules import range_tags
 
     resources = build_resources()  # loaded with a good key
+    assets = [defs().get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")]
     monkeypatch.setenv("CLAIMS_API_KEY", API_KEY + "\n")
-    assets = [defs.get_assets_def(key) for key in ("ehr_encounters", "claims", "claims_import")]
     result = dg.materialize(
         list(dict.fromkeys(assets)),
         resources=resources,

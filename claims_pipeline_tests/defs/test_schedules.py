@@ -15,8 +15,8 @@ from dagster._core.storage.tags import (
 from dagster._utils.schedules import cron_string_iterator
 
 from claims_pipeline import settings
+from claims_pipeline.defs.claims_sync.schedules import build_nightly_schedule, nightly_schedule
 from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
-from claims_pipeline.defs.schedules import build_nightly_schedule, nightly_claims_sync
 
 NEW_YORK = "America/New_York"
 FIRST_PARTITION = date(2025, 1, 1)
@@ -38,11 +38,10 @@ def empty_ledger_resources(directory: str = _EMPTY_LEDGER_DIR) -> dict[str, Any]
 def evaluate_all(
     schedule: dg.ScheduleDefinition, instant: datetime, resources: dict[str, Any] | None = None
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    return schedule(
-        dg.build_schedule_context(
-            scheduled_execution_time=instant, resources=resources or empty_ledger_resources()
-        )
-    )
+    with dg.build_schedule_context(
+        scheduled_execution_time=instant, resources=resources or empty_ledger_resources()
+    ) as context:
+        return schedule(context)
 
 
 def evaluate(schedule: dg.ScheduleDefinition, instant: datetime) -> dg.RunRequest | dg.SkipReason:
@@ -68,6 +67,9 @@ def ticks(timezone: str, first_day: date, days: int) -> list[datetime]:
 
 
 def test_the_default_schedule_is_the_configured_one():
+    from claims_pipeline.definitions import defs
+
+    nightly_claims_sync = defs().get_schedule_def("nightly_claims_sync")
     assert nightly_claims_sync.name == "nightly_claims_sync"
     assert nightly_claims_sync.job_name == "claims_sync"
     assert nightly_claims_sync.cron_schedule == "0 2 * * *"
@@ -162,3 +164,15 @@ def test_yesterday_is_taken_in_the_configured_timezone_not_in_utc():
     assert as_utc.date() == date(2026, 3, 9)
     for instant in (tick, as_utc):
         assert covered(evaluate(schedule, instant)) == ("2026-03-07", "2026-03-09")
+
+
+def test_the_schedule_reads_its_settings_when_definitions_load(monkeypatch):
+    """Nothing is read at import: a setting changed before loading is the one used."""
+    from claims_pipeline.defs.claims_sync.schedules import claims_sync_job
+
+    monkeypatch.setenv("CLAIMS_TIMEZONE", NEW_YORK)
+    monkeypatch.setenv("CLAIMS_LOOKBACK_DAYS", "3")
+    schedule = nightly_schedule(claims_sync_job())
+    assert schedule.execution_timezone == NEW_YORK
+    request = evaluate(schedule, datetime(2026, 3, 10, 2, tzinfo=ZoneInfo(NEW_YORK)))
+    assert covered(request) == ("2026-03-06", "2026-03-09")

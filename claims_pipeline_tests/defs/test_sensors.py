@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from claims_pipeline.alerts.destinations import ALERT_SETTINGS
-from claims_pipeline.defs.resources import ClaimsStorage
-from claims_pipeline.defs.sensors import (
+from claims_pipeline.defs.alerts.sensors import (
     claims_check_failure_alert,
     claims_run_failure_alert,
     claims_unsettled_day_alert,
 )
+from claims_pipeline.defs.resources import ClaimsStorage
 from claims_pipeline.sources import reference
 from claims_pipeline_tests.alerts.receivers import HttpReceiver, http_receiver, smtp_receiver
 from claims_pipeline_tests.defs.conftest import API_KEY, YESTERDAY, Pipeline, running_pipeline
@@ -337,7 +337,7 @@ def force_resend() -> dict:
 def test_the_alert_sensors_are_registered_and_start_running():
     from claims_pipeline.definitions import defs
 
-    names = {sensor.name: sensor for sensor in defs.sensors}
+    names = {sensor.name: sensor for sensor in defs().sensors or []}
     assert set(names) == {
         "claims_run_failure_alert",
         "claims_check_failure_alert",

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from claims_pipeline.defs.schedules import range_tags
+from claims_pipeline.defs.claims_sync.schedules import range_tags
 from claims_pipeline_tests.alerts.receivers import http_receiver
 from claims_pipeline_tests.dagster_dev import (
     PROJECT_DAGSTER_YAML,

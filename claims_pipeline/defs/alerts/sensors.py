@@ -18,12 +18,12 @@ from typing import Any
 import dagster as dg
 
 from claims_pipeline import alerts, settings
-from claims_pipeline.defs.claims_import import ASSET as IMPORT
 from claims_pipeline.defs.resources import ClaimsStorage
 from claims_pipeline.errors import ClaimsPipelineError
 from claims_pipeline.names import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    IMPORT,
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )

@@ -69,12 +69,19 @@ def claims_purge() -> None:
     purge_stored_phi()
 
 
-nightly_claims_purge = dg.ScheduleDefinition(
-    name="nightly_claims_purge",
-    job=claims_purge,
-    cron_schedule="30 4 * * *",
-    execution_timezone=settings.require(settings.CLAIMS_TIMEZONE),
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="04:30 every night: delete stored PHI older than CLAIMS_RETENTION. Off until "
-    "an operator turns it on.",
-)
+def nightly_claims_purge() -> dg.ScheduleDefinition:
+    """At 04:30 in CLAIMS_TIMEZONE (read when definitions load); stopped until turned on."""
+    return dg.ScheduleDefinition(
+        name="nightly_claims_purge",
+        job=claims_purge,
+        cron_schedule="30 4 * * *",
+        execution_timezone=settings.require(settings.CLAIMS_TIMEZONE),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="04:30 every night: delete stored PHI older than CLAIMS_RETENTION. Off until "
+        "an operator turns it on.",
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[claims_purge], schedules=[nightly_claims_purge()])

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from claims_pipeline.claim_days import BillingMix
 
 ASSET_DEFAULTS: dict[str, Any] = {
     "owners": ["team:revenue-cycle-data"],
@@ -78,3 +81,21 @@ def markdown_table(rows: list[Mapping[str, Any]]) -> dg.MetadataValue:
 
 def counts_table(counter: Counter, name: str) -> dg.MetadataValue:
     return markdown_table([{name: key, "count": count} for key, count in counter.most_common()])
+
+
+def mix_table(mix: Mapping[str, BillingMix], name: str, limit: int = 50) -> dg.MetadataValue:
+    """The largest ``limit`` payers or providers by encounters, as a Markdown table."""
+    ranked = sorted(mix.items(), key=lambda item: -(item[1].claims + item[1].rejected))
+    return markdown_table(
+        [
+            {
+                name: key,
+                "claims": m.claims,
+                "billed_usd": f"{m.billed:.2f}",
+                "rejected": m.rejected,
+                "rejection_rate": f"{m.rejected / (m.claims + m.rejected):.1%}",
+                "held_back_usd": f"{m.held_back:.2f}",
+            }
+            for key, m in ranked[:limit]
+        ]
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from claims_pipeline.names import ENCOUNTERS as ENCOUNTERS_ASSET
 from claims_pipeline.sources.lineage import (
     LINE_COLUMN_DESCRIPTIONS,
     claim_field_sources,
@@ -20,8 +21,6 @@ from claims_pipeline.sources.lineage import (
 )
 from claims_pipeline.sources.lines import LINE_SCHEMA, PHI_COLUMNS
 from claims_pipeline.storage import CLAIM_SCHEMA
-
-ENCOUNTERS_ASSET = "ehr_encounters"
 
 #: Each stored column of ``claims`` -> the ``ehr_encounters`` columns it is built from.
 CLAIM_COLUMN_LINES: dict[str, list[str]] = {

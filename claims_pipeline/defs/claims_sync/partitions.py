@@ -8,10 +8,13 @@ import dagster as dg
 
 from claims_pipeline import settings
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=settings.require(settings.CLAIMS_PARTITIONS_START),
-    timezone=settings.require(settings.CLAIMS_TIMEZONE),
-)
+
+def daily_partitions() -> dg.DailyPartitionsDefinition:
+    """From CLAIMS_PARTITIONS_START and CLAIMS_TIMEZONE, read when definitions load."""
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.require(settings.CLAIMS_PARTITIONS_START),
+        timezone=settings.require(settings.CLAIMS_TIMEZONE),
+    )
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:

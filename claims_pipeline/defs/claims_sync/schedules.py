@@ -10,14 +10,16 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from claims_pipeline import settings
-from claims_pipeline.defs.claims import CLAIMS, REJECTIONS
-from claims_pipeline.defs.claims_import import ASSET as IMPORT
-from claims_pipeline.defs.encounters import ASSET as ENCOUNTERS
-from claims_pipeline.defs.partitions import daily_partitions
 from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
 from claims_pipeline.names import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    CLAIMS,
+    ENCOUNTERS,
+    IMPORT,
+    NIGHTLY_SCHEDULE,
+    REJECTIONS,
+    SYNC_JOB,
 )
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.changes import changed_days, contiguous_ranges
@@ -26,12 +28,15 @@ from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 #: run cannot hold the claims_api slot all day; a nightly run takes minutes.
 MAX_RUNTIME_SECONDS = 6 * 60 * 60
 
-claims_sync = dg.define_asset_job(
-    "claims_sync",
-    selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
-    description="Extract, validate and deliver the claims of a range of dates of service.",
-    tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
-)
+
+def claims_sync_job() -> dg.UnresolvedAssetJobDefinition:
+    """Job ``claims_sync``: the four assets of a range of dates of service, one run."""
+    return dg.define_asset_job(
+        SYNC_JOB,
+        selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
+        description="Extract, validate and deliver the claims of a range of dates of service.",
+        tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+    )
 
 
 def nightly_window(run_day: date, lookback_days: int, first_day: date) -> tuple[date, date]:
@@ -53,8 +58,8 @@ def edited_days(
     ehr: EhrDatabase, claims_api: ClaimsApi, claims_storage: ClaimsStorage, before: date
 ) -> list[date]:
     """Days before ``before`` synced earlier whose EHR rows have changed since."""
-    ledger = claims_storage.ledger()
-    synced = ledger.synced_fingerprints(claims_api.tenant_id, before)
+    with claims_storage.open_ledger() as ledger:
+        synced = ledger.synced_fingerprints(claims_api.tenant_id, before)
     if not synced:
         return []
     engine = ehr.engine()
@@ -70,7 +75,8 @@ def retry_days(
 ) -> list[date]:
     """Days before ``before`` holding claims the service refused or never acknowledged that
     have not used up CLAIMS_MAX_DELIVERY_ATTEMPTS."""
-    unsent = claims_storage.ledger().unsent(claims_api.tenant_id)
+    with claims_storage.open_ledger() as ledger:
+        unsent = ledger.unsent(claims_api.tenant_id)
     return sorted(
         {
             u.service_date
@@ -83,7 +89,10 @@ def retry_days(
 
 
 def build_nightly_schedule(
-    timezone: str, lookback_days: int, first_partition: date
+    timezone: str,
+    lookback_days: int,
+    first_partition: date,
+    job: dg.UnresolvedAssetJobDefinition | None = None,
 ) -> dg.ScheduleDefinition:
     """``nightly_claims_sync`` for a timezone, look-back window and first partition: at 02:00 in
     ``timezone``, one run of ``claims_sync`` over yesterday (in ``timezone``) and the
@@ -92,9 +101,9 @@ def build_nightly_schedule(
     zone = ZoneInfo(timezone)
 
     @dg.schedule(
-        name="nightly_claims_sync",
+        name=NIGHTLY_SCHEDULE,
         cron_schedule="0 2 * * *",
-        job=claims_sync,
+        job=job or claims_sync_job(),
         execution_timezone=timezone,
         description=(
             f"02:00 ({timezone}) every night: yesterday plus {lookback_days} earlier days "
@@ -148,8 +157,12 @@ def build_nightly_schedule(
     return nightly_claims_sync
 
 
-nightly_claims_sync = build_nightly_schedule(
-    settings.require(settings.CLAIMS_TIMEZONE),
-    settings.get_int(settings.CLAIMS_LOOKBACK_DAYS),
-    daily_partitions.start.date(),
-)
+def nightly_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    """``nightly_claims_sync`` from CLAIMS_TIMEZONE, CLAIMS_LOOKBACK_DAYS and
+    CLAIMS_PARTITIONS_START, read when definitions load."""
+    return build_nightly_schedule(
+        settings.require(settings.CLAIMS_TIMEZONE),
+        settings.get_int(settings.CLAIMS_LOOKBACK_DAYS),
+        date.fromisoformat(settings.require(settings.CLAIMS_PARTITIONS_START)),
+        job,
+    )

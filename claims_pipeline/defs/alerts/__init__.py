@@ -1,0 +1,1 @@
+"""Alerts: sensors that tell someone when a night needs attention."""

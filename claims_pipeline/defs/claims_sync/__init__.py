@@ -1,0 +1,1 @@
+"""The claims domain: extract, validate and deliver claims per date of service."""

@@ -1,0 +1,1 @@
+"""Retention: the purge of stored PHI as a job with a schedule."""
