@@ -114,6 +114,13 @@ def as_text(value: Any) -> str | None | Unreadable:
     return text or None
 
 
+def row_text(value: Any) -> str | None:
+    """:func:`as_text` of a value of a :class:`LenientRows` row, which holds no unreadable
+    value (each became None and is named under ``UNREADABLE_KEY``): the text, or None."""
+    text = as_text(value)
+    return None if isinstance(text, Unreadable) else text
+
+
 def as_int(value: Any) -> int | None | Unreadable:
     if value is None or type(value) is int:
         return value
@@ -206,6 +213,8 @@ class LenientRows:
         for column in statement.selected_columns:
             convert = _lenient_converter(column.type)
             if convert is not None:
+                if column.key is None:  # its values would come back under a made-up name
+                    raise ValueError(f"label the selected column {column} to read it leniently")
                 self.conversions.append((column.key, convert))
                 if column.type._type_affinity is not sa.Integer:
                     column = sa.type_coerce(column, sa.types.NullType()).label(column.key)
@@ -244,6 +253,8 @@ def _source_names(statement: sa.Select[Any]) -> dict[str, str]:
     several; its own key when it is computed)."""
     names: dict[str, str] = {}
     for column in statement.selected_columns:
+        if column.key is None:  # unlabelled: a row holds it under a made-up name
+            continue
         found = sorted(
             {
                 f"{base.table.name}.{base.name}"

@@ -53,7 +53,7 @@ from claims_pipeline.sources.base import (
     UNREADABLE_KEY,
     SharedValues,
     as_date,
-    as_text,
+    row_text,
     stream_chunks,
     unreadable_columns,
 )
@@ -79,7 +79,7 @@ _BIGINT_ID = BigInteger().with_variant(Integer(), "sqlite")
 _INSURANCE_TYPE = String(9).with_variant(
     mysql.ENUM("primary", "secondary", "tertiary"), "mysql", "mariadb"
 )
-_TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4"}
 
 form_encounter = Table(
     "form_encounter",
@@ -361,13 +361,13 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = _read_columns(
 
 
 def _joined(*parts: Any) -> str | None:
-    words = [text for text in map(as_text, parts) if text]
+    words = [text for text in map(row_text, parts) if text]
     return " ".join(words) or None
 
 
 def _nonzero(value: Any) -> bool:
     """OpenEMR's "empty": NULL, 0, '' and '0' all mean "not set"."""
-    text = as_text(value)
+    text = row_text(value)
     return text is not None and text != "0"
 
 
@@ -376,7 +376,7 @@ def justify_codes(justify: Any) -> str | None:
     ``ICD10|M54.50:ICD10|G89.29:`` -> ``M54.50,G89.29``. Entries of other code types (a
     SNOMED justification) are not diagnoses on a claim and are left out; untyped legacy
     entries (``M54.50:``) are kept."""
-    text = as_text(justify)
+    text = row_text(justify)
     if text is None:
         return None
     codes = []
@@ -391,18 +391,18 @@ def justify_codes(justify: Any) -> str | None:
 
 def _units(value: Any) -> str | None:
     # OpenEMR's own claim writes 1 when units are empty, and empty includes 0 in PHP.
-    return as_text(value) if _nonzero(value) else None
+    return row_text(value) if _nonzero(value) else None
 
 
 def _place_of_service(row: Mapping[str, Any]) -> str | None:
     for value in (row["encounter_pos"], row["facility_pos"]):
         if _nonzero(value):
-            return as_text(value)
+            return row_text(value)
     return None
 
 
 def _payer_phone(row: Mapping[str, Any]) -> str | None:
-    return "".join(as_text(row[part]) or "" for part in ("area_code", "prefix", "number")) or None
+    return "".join(row_text(row[part]) or "" for part in ("area_code", "prefix", "number")) or None
 
 
 def _encounter_columns(
@@ -418,19 +418,19 @@ def _encounter_columns(
         "service_date": shared(as_date(row["encounter_date"])),
         "encounter_id": key,
         "claim_submitter_identifier": key,
-        "visit_number": as_text(row["encounter"]),
+        "visit_number": row_text(row["encounter"]),
         "patient_name": _joined(row["patient_fname"], row["patient_lname"]),
         "patient_dob": as_date(row["patient_dob"]),
-        "patient_gender": shared(as_text(row["patient_sex"])),
-        "patient_member_id": as_text(row["policy_number"]) if insured else None,
-        "payer_name": shared(as_text(row["payer_name"])) if insured else None,
+        "patient_gender": shared(row_text(row["patient_sex"])),
+        "patient_member_id": row_text(row["policy_number"]) if insured else None,
+        "payer_name": shared(row_text(row["payer_name"])) if insured else None,
         "payer_phone": shared(_payer_phone(row)) if insured else None,
         "place_of_service": shared(_place_of_service(row)),
         "claim_diagnosis_codes": shared(",".join(diagnoses) or None),
-        "provider_street": shared(as_text(row["street"])),
-        "provider_city": shared(as_text(row["city"])),
-        "provider_state": shared(as_text(row["state"])),
-        "provider_postal_code": shared(as_text(row["postal_code"])),
+        "provider_street": shared(row_text(row["street"])),
+        "provider_city": shared(row_text(row["city"])),
+        "provider_state": shared(row_text(row["state"])),
+        "provider_postal_code": shared(row_text(row["postal_code"])),
     }
 
 
@@ -440,7 +440,7 @@ def _provider_columns(
     prefix = "line_provider_" if by_line else "provider_"
     return {
         "provider_name": shared(_joined(row[prefix + "fname"], row[prefix + "lname"])),
-        "provider_npi": shared(as_text(row[prefix + "npi"])),
+        "provider_npi": shared(row_text(row[prefix + "npi"])),
     }
 
 
@@ -457,7 +457,7 @@ def _encounter_lines(
         code
         for row in rows
         if (row["code_type"] or "").upper() in DIAGNOSIS_CODE_TYPES
-        and (code := as_text(row["code"]))
+        and (code := row_text(row["code"]))
     ]
     procedures = [row for row in rows if (row["code_type"] or "").upper() in PROCEDURE_CODE_TYPES]
     # Computed once: every line of the encounter holds the same objects.
@@ -478,10 +478,10 @@ def _encounter_lines(
                 **encounter,
                 **_provider_columns(row, by_line, shared),
                 "line_number": line_number,
-                "hcpcs_code": shared(as_text(row["code"])),
-                "modifiers": shared(as_text(row["modifier"])),
+                "hcpcs_code": shared(row_text(row["code"])),
+                "modifiers": shared(row_text(row["modifier"])),
                 "units": shared(_units(row["units"])),
-                "line_amount": shared(as_text(row["fee"])),  # already price x units
+                "line_amount": shared(row_text(row["fee"])),  # already price x units
                 # OpenEMR dates every service of an encounter on the encounter's date.
                 "line_service_date_from": None,
                 "line_service_date_to": None,

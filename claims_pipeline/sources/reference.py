@@ -37,7 +37,7 @@ from claims_pipeline.sources.base import (
     UNREADABLE_KEY,
     SharedValues,
     as_date,
-    as_text,
+    row_text,
     stream_chunks,
     unreadable_columns,
 )
@@ -50,7 +50,7 @@ metadata = MetaData()
 
 # Names and addresses are Unicode (NVARCHAR on SQL Server) and MySQL tables utf8mb4 whatever the
 # server's default, so that Núñez or Nguyễn survive the round trip.
-_TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4"}
 
 # Only keys and the columns that place a row (dates, status, ordering) are NOT NULL: a missing
 # name, code or amount should reach claim validation and come back as a rejection with a reason,
@@ -323,13 +323,13 @@ def _extract_statement(start: date, end: date) -> sa.Select[Any]:
 
 
 def _joined(*parts: Any) -> str | None:
-    words = [text for text in map(as_text, parts) if text]
+    words = [text for text in map(row_text, parts) if text]
     return " ".join(words) or None
 
 
 def _units(value: Any) -> str | None:
     # NUMERIC(10,3) reads back as 1.000; "1" is what the EHR meant.
-    return as_text(value.normalize() if isinstance(value, Decimal) else value)
+    return row_text(value.normalize() if isinstance(value, Decimal) else value)
 
 
 def _codes(text: Any) -> str | None:
@@ -340,7 +340,7 @@ def _codes(text: Any) -> str | None:
 
 def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
     name = _joined(first, last)
-    credential = as_text(credential)
+    credential = row_text(credential)
     return f"{name}, {credential}" if name and credential else name
 
 
@@ -352,19 +352,19 @@ def _encounter_values(
         "service_date": shared(as_date(row["service_date"])),
         "encounter_id": str(row["encounter_key"]),
         "claim_submitter_identifier": f"{CLAIM_ID_PREFIX}{row['encounter_key']}",
-        "visit_number": as_text(row["visit_number"]),
+        "visit_number": row_text(row["visit_number"]),
         "patient_name": _joined(row["patient_first_name"], row["patient_last_name"]),
         "patient_dob": as_date(row["date_of_birth"]),
-        "patient_gender": shared(as_text(row["sex"])),
-        "patient_member_id": as_text(row["member_id"]),
-        "payer_name": shared(as_text(row["payer_name"])),
-        "payer_phone": shared(as_text(row["payer_phone"])),
-        "place_of_service": shared(as_text(row["encounter_pos"]) or as_text(row["facility_pos"])),
+        "patient_gender": shared(row_text(row["sex"])),
+        "patient_member_id": row_text(row["member_id"]),
+        "payer_name": shared(row_text(row["payer_name"])),
+        "payer_phone": shared(row_text(row["payer_phone"])),
+        "place_of_service": shared(row_text(row["encounter_pos"]) or row_text(row["facility_pos"])),
         "claim_diagnosis_codes": shared(claim_diagnosis_codes),
-        "provider_street": shared(as_text(row["street"])),
-        "provider_city": shared(as_text(row["city"])),
-        "provider_state": shared(as_text(row["state"])),
-        "provider_postal_code": shared(as_text(row["postal_code"])),
+        "provider_street": shared(row_text(row["street"])),
+        "provider_city": shared(row_text(row["city"])),
+        "provider_state": shared(row_text(row["state"])),
+        "provider_postal_code": shared(row_text(row["postal_code"])),
     }
 
 
@@ -396,16 +396,16 @@ def _line_row(
                 row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
             )
         ),
-        "provider_npi": shared(as_text(row[prefix + "npi"])),
+        "provider_npi": shared(row_text(row[prefix + "npi"])),
         "provider_street": encounter["provider_street"],
         "provider_city": encounter["provider_city"],
         "provider_state": encounter["provider_state"],
         "provider_postal_code": encounter["provider_postal_code"],
         "line_number": None if row["ordinal"] is None else int(row["ordinal"]),
-        "hcpcs_code": shared(as_text(row["hcpcs_code"])),
-        "modifiers": shared(as_text(row["modifiers"])),
+        "hcpcs_code": shared(row_text(row["hcpcs_code"])),
+        "modifiers": shared(row_text(row["modifiers"])),
         "units": shared(_units(row["units"])),
-        "line_amount": shared(as_text(row["line_amount"])),
+        "line_amount": shared(row_text(row["line_amount"])),
         "line_service_date_from": shared(as_date(row["service_date_from"])),
         "line_service_date_to": shared(as_date(row["service_date_to"])),
         "line_diagnosis_codes": shared(_codes(row["diagnosis_codes"])),
@@ -430,7 +430,7 @@ def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
             encounter = None
             unreadable = []
         if row["row_kind"] == _DIAGNOSIS_ROW:
-            code = as_text(row["diagnosis_code"])
+            code = row_text(row["diagnosis_code"])
             if code:
                 codes.append(code)
             unreadable += _of_kind(row, diagnosis=True)
