@@ -27,7 +27,8 @@ PREVIEW_ROWS = 5
 def stored_encounters(store: PartitionStore, day: str) -> int:
     """Distinct encounters stored in ehr_encounters for one day (reads one column)."""
     chunks = [b.column(0) for b in store.read_batches(ENCOUNTERS, day, columns=["encounter_id"])]
-    return pc.count_distinct(pa.chunked_array(chunks, type=pa.string())).as_py()
+    count: int = pc.count_distinct(pa.chunked_array(chunks, type=pa.string())).as_py()
+    return count
 
 
 def _identity(provider_npi: str, claim_submitter_identifier: str) -> int:
@@ -92,7 +93,10 @@ class EncounterBilling:
 
 
 def claim_row(result: ClaimResult) -> dict[str, Any]:
+    """The stored row of an accepted claim (``result.wire`` is set)."""
     wire = result.wire
+    if wire is None:
+        raise ValueError(f"claim {result.claim_submitter_identifier} was not accepted")
     payload = canonical_json(wire)
     lines = wire["charge_lines"]
     return {
@@ -201,7 +205,7 @@ def _build_day(
                 figures.payers[row["payer_name"]] += 1
                 report.by_payer[row["payer_name"] or "unknown"].add_claim(amount)
                 report.by_provider[row["provider_npi"] or "unknown"].add_claim(amount)
-                if len(figures.preview) < PREVIEW_ROWS:
+                if len(figures.preview) < PREVIEW_ROWS and result.wire is not None:
                     figures.preview.append(claim_preview(result.wire))
             else:
                 found = billing.get(result.encounter_id)

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         # Whatever a command creates (the demo's EHR and emulator databases, Dagster's
         # storage, the data directory) is the owner's alone: it may hold PHI.
         with owner_only():
-            return args.handler(args)
+            status: int = args.handler(args)  # each subcommand's handler returns its exit status
+            return status
     except ClaimsPipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

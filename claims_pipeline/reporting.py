@@ -5,7 +5,7 @@ partition's latest materialization tells the truth even in a ranged (single-run)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -69,7 +69,7 @@ def column_schema(
     )
 
 
-def markdown_table(rows: list[Mapping[str, Any]]) -> dg.MetadataValue:
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
     """A small Markdown table (previews, reason counts); ``none`` when empty."""
     if not rows:
         return dg.MetadataValue.md("none")
@@ -79,7 +79,7 @@ def markdown_table(rows: list[Mapping[str, Any]]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def counts_table(counter: Counter, name: str) -> dg.MetadataValue:
+def counts_table(counter: Counter[str], name: str) -> dg.MetadataValue:
     return markdown_table([{name: key, "count": count} for key, count in counter.most_common()])
 
 

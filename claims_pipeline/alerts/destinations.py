@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -86,8 +86,11 @@ class AlertDeliveryError(ClaimsPipelineError):
 
 
 class Destination(Protocol):
-    #: The setting that configures it, e.g. ``CLAIMS_ALERT_WEBHOOK_URL``: how errors name it.
-    name: str
+    @property
+    def name(self) -> str:
+        """The setting that configures it, e.g. ``CLAIMS_ALERT_WEBHOOK_URL``: how errors name
+        it (read-only: destinations are frozen dataclasses)."""
+        ...
 
     def send(self, alert: Alert) -> None:
         """Deliver ``alert`` or raise."""
@@ -171,7 +174,7 @@ class SlackApiDestination:
             ) from None
 
 
-def _slack_blocks(alert: Alert) -> list[dict]:
+def _slack_blocks(alert: Alert) -> list[dict[str, Any]]:
     body = alert.text().split("\n", 1)[-1]
     return [
         {"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}},

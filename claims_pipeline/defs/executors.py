@@ -23,10 +23,12 @@ def executor_from_environment() -> dg.ExecutorDefinition:
             if name == "k8s":
                 from dagster_k8s import k8s_job_executor
 
-                return k8s_job_executor
+                executor: dg.ExecutorDefinition = k8s_job_executor
+                return executor
             from dagster_celery import celery_executor
 
-            return celery_executor
+            executor = celery_executor
+            return executor
         except ImportError:
             raise ConfigurationError(
                 f"CLAIMS_EXECUTOR={name} needs its integration: pip install "

@@ -67,7 +67,7 @@ class _MaskedRepr:
                 yield name, value
 
 
-class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
+class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
     """The source EHR: a SQLAlchemy URL and the schema adapter that reads it."""
 
     _database_url_fields: ClassVar[frozenset[str]] = frozenset({"url"})
@@ -107,7 +107,7 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):
         return get_source(self.ehr_schema, self.query_file)
 
 
-class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):
+class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
     """The claims-import API of one tenant. ``repr`` never shows the key."""
 
     _secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
@@ -145,7 +145,7 @@ class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):
         )
 
 
-class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
+class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where PHI at rest lives: per-partition Parquet files and the delivery ledger."""
 
     _database_url_fields: ClassVar[frozenset[str]] = frozenset({"ledger_url"})
@@ -178,7 +178,7 @@ class ClaimsStorage(_MaskedRepr, dg.ConfigurableResource):
         return Path(self.data_dir).expanduser()
 
 
-class QualityGates(dg.ConfigurableResource):
+class QualityGates(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Thresholds of the checks, and how long a claim that did not reach the service is
     retried and watched."""
 

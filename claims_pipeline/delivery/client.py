@@ -79,7 +79,7 @@ class ClientStats:
 
     requests: int = 0
     retries: int = 0
-    statuses: Counter = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -241,7 +241,7 @@ class ImportApiClient:
     def __enter__(self) -> ImportApiClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def post_batch(

@@ -61,7 +61,7 @@ from claims_pipeline.storage import private_file
 SCHEMA_VERSION = 2
 
 # Exact, case-sensitive key comparison on MySQL/MariaDB (their default collations ignore case).
-_MYSQL_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_MYSQL_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 # Extraction times order versions of a claim: keep microseconds on MySQL/MariaDB too.
 _INSTANT = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -212,7 +212,7 @@ class Acknowledgement:
 
 def _engine(url: str) -> Engine:
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         database = Path(parsed.database)
         if not database.parent.exists():
             database.parent.mkdir(mode=0o700, parents=True)
@@ -304,14 +304,14 @@ class DeliveryLedger:
             return
         now = _now()
         with self.engine.begin() as conn:
-            first_sent = {
+            first_sent: dict[str, datetime] = {
                 key: sent
                 for where in _key_filters(tenant_id, [a.claim_submitter_identifier for a in acks])
                 for key, sent in conn.execute(
                     select(
                         claim_ledger.c.claim_submitter_identifier, claim_ledger.c.first_sent_at
                     ).where(where)
-                )
+                ).tuples()
             }
             for where in _key_filters(tenant_id, first_sent):
                 conn.execute(delete(claim_ledger).where(where))
@@ -467,14 +467,14 @@ class DeliveryLedger:
                     failures[key] += 1
                 latest[key] = row
             open_rows = {k: r for k, r in latest.items() if r.outcome in UNSENT}
-            delivered_since = {
+            delivered_since: set[str] = {
                 key
                 for where in _key_filters(tenant_id, open_rows)
                 for key, sent in conn.execute(
                     select(
                         claim_ledger.c.claim_submitter_identifier, claim_ledger.c.last_sent_at
                     ).where(where)
-                )
+                ).tuples()
                 if _aware(sent) >= _aware(open_rows[key].attempted_at)  # type: ignore[operator]
             }
         found = [
@@ -532,7 +532,7 @@ class DeliveryLedger:
                     select(c.service_date, c.fingerprint).where(
                         c.tenant_id == tenant_id, c.service_date < before
                     )
-                )
+                ).tuples()
             }
 
     # -- the per-tenant delivery lock -----------------------------------------------------

@@ -9,11 +9,16 @@ import secrets
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from claims_pipeline import settings
 from claims_pipeline.storage import PartitionStore
+
+if TYPE_CHECKING:
+    from dagster import DagsterEvent
 
 DEMO_TENANT_ID = 1
 SEED_DAYS = 30
@@ -91,17 +96,25 @@ def _run_claims_sync(first: date, last: date) -> tuple[bool, str | None]:
         )
         if result.success:
             return True, None
-        failures = [
-            event.step_failure_data.error.message.strip()
-            for event in result.all_events
-            if event.is_step_failure and event.step_failure_data.error
-        ]
-        checks = [
-            f"check {event.asset_check_evaluation_data.check_name} failed"
-            for event in result.all_events
-            if event.is_asset_check_evaluation and not event.asset_check_evaluation_data.passed
-        ]
-        return False, "; ".join(failures + checks) or "see the run in the Dagster UI"
+        return False, failure_summary(result.all_events)
+
+
+def failure_summary(events: Sequence[DagsterEvent]) -> str:
+    """Why a run failed, from its events: each failed step's error, each failed check."""
+    from dagster import DagsterEventType
+
+    failures = [
+        event.step_failure_data.error.message.strip()
+        for event in events
+        if event.is_step_failure and event.step_failure_data.error
+    ]
+    checks = [
+        f"check {event.asset_check_evaluation_data.check_name} failed"
+        for event in events
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and not event.asset_check_evaluation_data.passed
+    ]
+    return "; ".join(failures + checks) or "see the run in the Dagster UI"
 
 
 def _print_summary(store: PartitionStore, first: date, last: date) -> None:
@@ -109,14 +122,14 @@ def _print_summary(store: PartitionStore, first: date, last: date) -> None:
         f"{'date':<12}{'encounters':>11}{'sent':>7}{'unchanged':>11}{'rejected':>10}  top reasons"
     )
     print("\n" + header + "\n" + "-" * len(header))
-    totals: Counter = Counter()
+    totals: Counter[str] = Counter()
     day = first
     while day <= last:
         key = day.isoformat()
-        outcomes: Counter = Counter()
+        outcomes: Counter[str] = Counter()
         for batch in store.read_batches("claims_import", key, columns=["outcome", "reason"]):
             outcomes.update(batch.column("outcome").to_pylist())
-        reasons: Counter = Counter()
+        reasons: Counter[str] = Counter()
         rejected = 0
         for batch in store.read_batches("claim_rejections", key, columns=["reason_codes"]):
             for codes in batch.column("reason_codes").to_pylist():

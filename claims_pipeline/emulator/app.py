@@ -24,7 +24,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -364,7 +364,10 @@ def _payer_rejection(index: int, key: str) -> Problem:
     )
 
 
-def _int_param(request: Request, name: str, default: int | None) -> int | None:
+_Default = TypeVar("_Default", int, None)
+
+
+def _int_param(request: Request, name: str, default: _Default) -> int | _Default:
     value = request.query_params.get(name)
     if value is None:
         return default

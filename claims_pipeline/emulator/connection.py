@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,7 +52,7 @@ async def drop_connection(scope: Scope) -> None:
 
 
 def _closer(receive: Receive) -> Callable[[], Awaitable[None]] | None:
-    cycle = getattr(receive, "__self__", None)
+    cycle: Any = getattr(receive, "__self__", None)  # uvicorn's RequestResponseCycle
     transport = getattr(cycle, "transport", None)
     if transport is None or not hasattr(cycle, "disconnected"):
         return None

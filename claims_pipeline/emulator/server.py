@@ -202,11 +202,13 @@ class RunningEmulator:
     def claims(self) -> list[dict[str, Any]]:
         """Every stored claim of the tenant, by id (see ``GET /_emulator/claims``)."""
         response = self._request("GET", "/_emulator/claims", params={"tenant_id": self.tenant_id})
-        return response.json()["claims"]
+        claims: list[dict[str, Any]] = response.json()["claims"]
+        return claims
 
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /_emulator/stats``."""
-        return self._request("GET", "/_emulator/stats").json()
+        stats: dict[str, Any] = self._request("GET", "/_emulator/stats").json()
+        return stats
 
     def set_faults(self, seed: int | None = None, **faults: Any) -> dict[str, Any]:
         """Replace the fault configuration (fields of FaultConfig; none given = no faults).
@@ -215,7 +217,8 @@ class RunningEmulator:
         Returns the configuration now in force.
         """
         body = {**faults, **({} if seed is None else {"seed": seed})}
-        return self._request("PUT", "/_emulator/faults", json=body).json()
+        config: dict[str, Any] = self._request("PUT", "/_emulator/faults", json=body).json()
+        return config
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = httpx.request(

@@ -187,7 +187,8 @@ class ClaimStore:
     def claim_count(self) -> int:
         """How many distinct claims are stored, over all tenants."""
         with self._lock:
-            return self._connection.execute("SELECT count(*) FROM claims").fetchone()[0]
+            count: int = self._connection.execute("SELECT count(*) FROM claims").fetchone()[0]
+            return count
 
     def _find_idempotent(self, tenant_id: int, key: str, body_hash: str) -> ImportOutcome | None:
         row = self._connection.execute(

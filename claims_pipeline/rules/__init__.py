@@ -80,7 +80,7 @@ def _unreadable(encounter_rows: list[Mapping[str, Any]]) -> list[Problem]:
 
 
 def _wire_line(line: Mapping[str, Any]) -> dict[str, Any]:
-    wire = {field: line.get(field) for field in CHARGE_LINE_FIELDS}
+    wire: dict[str, Any] = {field: line.get(field) for field in CHARGE_LINE_FIELDS}
     wire["monetary_amount"] = wire_number(wire["monetary_amount"])
     wire["units"] = wire_number(wire["units"])
     wire["diagnosis_code_pointers"] = list(wire["diagnosis_code_pointers"])
@@ -99,7 +99,7 @@ def wire_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     quarter of the cost: the pydantic path took as long as assembly and validation together.
     Strings pass through; dates become ISO text and Decimals JSON numbers by the contract's own
     rule; None modifiers are left out."""
-    wire = {field: claim.get(field) for field in CLAIM_FIELDS}
+    wire: dict[str, Any] = {field: claim.get(field) for field in CLAIM_FIELDS}
     wire["patient_dob"] = wire["patient_dob"].isoformat()
     wire["icd_codes"] = list(wire["icd_codes"])
     wire["charge_lines"] = [_wire_line(line) for line in wire["charge_lines"]]

@@ -99,7 +99,7 @@ def normalise_gender(raw: str | None) -> Any:
 def normalise_phone(raw: str | None) -> str | None:
     """The payer phone in E.164, or the raw value when it cannot be normalised (rejected later
     as ``phone_invalid``), or None when missing."""
-    text = _text(raw)
+    text: str | None = _text(raw)
     if not isinstance(text, str):
         return text
     return to_e164(text) or text

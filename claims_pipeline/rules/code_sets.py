@@ -8,6 +8,7 @@ per process), not on import: a Dagster process that never validates a claim neve
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import re
 import warnings
@@ -73,9 +74,7 @@ def load_icd_code_set() -> ModuleType:
         # 1.5.0 reads its data with importlib.resources.read_text, deprecated since 3.11: the
         # library's own noise, repeated in every run's log otherwise.
         warnings.simplefilter("ignore", DeprecationWarning)
-        import simple_icd_10_cm
-
-    return simple_icd_10_cm
+        return importlib.import_module(_ICD_PACKAGE)
 
 
 @functools.lru_cache(maxsize=65_536)

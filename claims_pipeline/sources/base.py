@@ -220,7 +220,9 @@ class LenientRows:
         for column in statement.selected_columns:
             convert = _lenient_converter(column.type)
             if convert is not None:
-                self.conversions.append((str(column.key), convert))
+                if column.key is None:  # its values would come back under a made-up name
+                    raise ValueError(f"label the selected column {column} to read it leniently")
+                self.conversions.append((column.key, convert))
                 if column.type._type_affinity is not sa.Integer:
                     column = sa.type_coerce(column, sa.types.NullType()).label(column.key)
             columns.append(column)
@@ -258,6 +260,8 @@ def _source_names(statement: sa.Select[Any]) -> dict[str, str]:
     several; its own key when it is computed)."""
     names: dict[str, str] = {}
     for column in statement.selected_columns:
+        if column.key is None:  # unlabelled: a row holds it under a made-up name
+            continue
         found = sorted(
             {
                 f"{base.table.name}.{base.name}"

@@ -56,7 +56,7 @@ def day_fingerprints(conn: Connection, schema: str, start: date, end: date) -> d
                 if (service_date := _as_day(value)) is not None:
                     parts[service_date].append(f"{label}{count}:{total}")
             continue
-        count: dict[date, int] = defaultdict(int)
+        counts: dict[date, int] = defaultdict(int)
         sums: dict[date, int] = defaultdict(int)
         statement = sa.select(day, *columns).select_from(source).where(*window)
         result = conn.execute(statement, execution_options=STREAMING)
@@ -66,12 +66,12 @@ def day_fingerprints(conn: Connection, schema: str, start: date, end: date) -> d
                 if service_date is None:
                     continue
                 digest = hashlib.blake2b(repr(tuple(row[1:])).encode(), digest_size=8).digest()
-                count[service_date] += 1
+                counts[service_date] += 1
                 sums[service_date] = (sums[service_date] + int.from_bytes(digest, "big")) & _MASK
         finally:
             result.close()
-        for service_date in count:
-            parts[service_date].append(f"{label}{count[service_date]}:{sums[service_date]}")
+        for service_date in counts:
+            parts[service_date].append(f"{label}{counts[service_date]}:{sums[service_date]}")
     return {
         service_date: hashlib.sha256(";".join(sorted(found)).encode()).hexdigest()
         for service_date, found in parts.items()
@@ -81,7 +81,8 @@ def day_fingerprints(conn: Connection, schema: str, start: date, end: date) -> d
 def _row_hash(conn: Connection, columns: list[Any]) -> Any:
     """A 60-bit number from the MD5 of one row's values, computed by the server."""
     if conn.dialect.name == "postgresql":
-        text = sa.cast(sa.tuple_(*columns), sa.Text)  # a row's text form: NULL stays distinct
+        # a row's text form: NULL stays distinct
+        text: sa.ColumnElement[str] = sa.cast(sa.tuple_(*columns), sa.Text)
         hexa = sa.literal("x") + sa.func.substr(sa.func.md5(text), 1, 15)
         return sa.cast(sa.cast(hexa, BIT(60)), sa.BigInteger)
     text = sa.func.concat_ws("|", *[sa.func.coalesce(sa.cast(c, sa.CHAR), "\\N") for c in columns])

@@ -90,7 +90,7 @@ def lenient_psycopg_dates(dbapi_connection: Any) -> None:
     from psycopg.types import datetime as loaders
 
     def lenient(base: type) -> type:
-        class Lenient(base):  # type: ignore[misc, valid-type]
+        class Lenient(base):  # type: ignore[misc]
             def load(self, data: Any) -> Any:
                 try:
                     return super().load(data)

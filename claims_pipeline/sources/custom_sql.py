@@ -280,7 +280,9 @@ class CustomSqlSource:
         # the set is emptied when the day moves on and memory stays bounded by one day.
         finished: set[str] = set()
         for number, raw in enumerate(result, start=1):
-            row = {name: convert(raw[position]) for name, position, convert in converters}
+            row: dict[str, Any] = {
+                name: convert(raw[position]) for name, position, convert in converters
+            }
             row[UNREADABLE_COLUMNS] = None
             if UNREADABLE in row.values():  # identity first: a cheap scan of the row
                 bad = [name for name, value in row.items() if value is UNREADABLE]

@@ -79,7 +79,7 @@ _BIGINT_ID = BigInteger().with_variant(Integer(), "sqlite")
 _INSURANCE_TYPE = String(9).with_variant(
     mysql.ENUM("primary", "secondary", "tertiary"), "mysql", "mariadb"
 )
-_TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4"}
 
 form_encounter = Table(
     "form_encounter",

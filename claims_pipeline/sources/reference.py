@@ -50,7 +50,7 @@ metadata = MetaData()
 
 # Names and addresses are Unicode (NVARCHAR on SQL Server) and MySQL tables utf8mb4 whatever the
 # server's default, so that Núñez or Nguyễn survive the round trip.
-_TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4"}
 
 # Only keys and the columns that place a row (dates, status, ordering) are NOT NULL: a missing
 # name, code or amount should reach claim validation and come back as a rejection with a reason,

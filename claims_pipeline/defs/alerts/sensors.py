@@ -136,7 +136,7 @@ def _runs_ended_after(instance: dg.DagsterInstance, after: int) -> list[tuple[in
     horizon: int | None = None
     for ending in RUN_ENDINGS:
         records = instance.fetch_run_status_changes(
-            dg.RunStatusChangeRecordsFilter(ending, after_storage_id=after),
+            dg.RunStatusChangeRecordsFilter(ending, after_storage_id=after),  # type: ignore[arg-type]
             limit=EVENTS_PER_TICK,
             ascending=True,
         ).records
@@ -199,8 +199,9 @@ def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipRe
             run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
         ).records
         for record in records:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
-            if evaluation.passed:
+            event = record.event_log_entry.dagster_event
+            evaluation = event.event_specific_data if event else None
+            if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
                 continue
             failed += 1
             if destinations and not _deliver(
@@ -264,10 +265,14 @@ def claims_unsettled_day_alert(
         materialization = record.event_log_entry.asset_materialization
         day = materialization.partition if materialization else None
         counts: dict[str, int] = {}
-        if day is not None and not _is_range_total(materialization.metadata):
+        if (
+            materialization is not None
+            and day is not None
+            and not _is_range_total(materialization.metadata)
+        ):
             values = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
             counts = alerts.messages.claims_need_attention(values)
-        if counts and destinations:
+        if counts and destinations and day is not None:
             alert = alerts.claims_need_attention_alert(
                 day=day,
                 run_id=record.event_log_entry.run_id,

@@ -2,6 +2,7 @@
 into one Parquet file per day (claims_pipeline/extraction.py does the work)."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -25,11 +26,12 @@ def ehr_encounters_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             "with the claim-level columns, as read from the EHR by the EHR_SCHEMA adapter. "
             "Contains PHI: stored as Parquet under CLAIMS_DATA_DIR/ehr_encounters/."
         ),
-        **ASSET_DEFAULTS,
+        owners=ASSET_DEFAULTS["owners"],
+        group_name=ASSET_DEFAULTS["group_name"],
     )
     def ehr_encounters(
         context: dg.AssetExecutionContext, ehr: EhrDatabase, claims_storage: ClaimsStorage
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[Any]:
         days = partition_days(context)
         source = ehr.source()
         tallies = extract_days(
