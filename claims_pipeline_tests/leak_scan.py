@@ -73,6 +73,10 @@ class Needle:
     key: str  # a casefolded token every match contains: the cheap first filter
 
 
+#: In raw binary files, needles whose key word is shorter than this are not tried (see scan).
+MIN_BINARY_KEY = 4
+
+
 @dataclass(frozen=True)
 class Hit:
     location: str
@@ -169,8 +173,15 @@ class Needles:
         for location, text in haystacks:
             if not text:
                 continue
+            # Raw binary files (SQLite pages holding zlib-compressed snapshots) contain every
+            # short word by chance: there, needles of fewer than MIN_BINARY_KEY characters are
+            # not tried. What Dagster stores is read decompressed through its API as well
+            # (instance_haystacks), where every needle is tried.
+            binary = "\x00" in text
             tokens = {token.casefold() for token in _TOKEN.findall(text)}
             for token in tokens & self._index.keys():
+                if binary and len(token) < MIN_BINARY_KEY:
+                    continue
                 for needle in self._index[token]:
                     if needle.pattern.search(text):
                         hits[Hit(location, needle.kind)] = None

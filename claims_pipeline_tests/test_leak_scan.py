@@ -573,7 +573,7 @@ def test_a_malformed_source_value_is_not_quoted_in_the_rejection(tmp_path: Path)
         haystacks += list(file_haystacks(home))
         rejections = list(parquet_haystacks(data_dir / "claim_rejections"))
         haystacks += rejections
-    assert result.asset_materializations_for_node("build_claims")
+    assert result.asset_materializations_for_node("validate_claims")
     (extracted,) = [
         m
         for m in result.asset_materializations_for_node("ehr_encounters")
