@@ -38,7 +38,7 @@ def _check_source(args: argparse.Namespace) -> int:
     from claims_pipeline import settings
     from claims_pipeline.sources.check import check_source
 
-    today = date.today()
+    today = settings.today()
     first = args.window_from or today - timedelta(days=7)
     last = args.window_to or today - timedelta(days=1)
     if first > last:
@@ -72,13 +72,11 @@ def _check_source(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
 
     from claims_pipeline import settings
     from claims_pipeline.purge import describe, purge
 
-    today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    today = settings.today()
     data_dir = args.data_dir or str(settings.data_dir())
     report = purge(data_dir, args.older_than, today, dry_run=args.dry_run)
     print(describe(report, args.older_than))

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -332,3 +332,9 @@ def get_amount(setting: Setting) -> Decimal:
     if problem:
         raise ConfigurationError(f"{setting.name} {problem}.")
     return Decimal(raw)
+
+
+def today() -> date:
+    """Today in CLAIMS_TIMEZONE: the one "today" of the schedule, the claim rules,
+    check-source and purge."""
+    return datetime.now(ZoneInfo(require(CLAIMS_TIMEZONE))).date()

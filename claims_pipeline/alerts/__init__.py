@@ -6,7 +6,7 @@
   Dagster's own integrations), e-mail over SMTP and a generic JSON webhook, chosen by
   ``CLAIMS_ALERT_*`` environment variables; none set means alerts are off.
 
-The sensors that call these live in ``claims_pipeline/defs/sensors.py``.
+The sensors that call these live in ``claims_pipeline/defs/alerts/sensors.py``.
 """
 
 from claims_pipeline.alerts.destinations import (

@@ -1,6 +1,6 @@
 """Where every value of a claim comes from, per adapter, as plain data (the Dagster side turns
 it into ``dagster/column_lineage`` and ``dagster/column_schema`` metadata in
-``claims_pipeline/defs/lineage.py``).
+``claims_pipeline/column_lineage.py``).
 
 Two hops, each kept where it is decided:
 

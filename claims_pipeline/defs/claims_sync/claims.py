@@ -4,9 +4,7 @@ the quality gates that guard posting."""
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -98,7 +96,7 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         claims_storage: ClaimsStorage,
         quality_gates: QualityGates,
     ) -> Iterator[Any]:
-        today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+        today = settings.today()
         limits = AmountLimits(
             max_line=settings.get_amount(settings.CLAIMS_MAX_LINE_AMOUNT),
             max_claim=settings.get_amount(settings.CLAIMS_MAX_CLAIM_AMOUNT),

@@ -4,10 +4,9 @@ checks a person reads after the run (docs/claim-lifecycle.md)."""
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -341,7 +340,7 @@ def _held_check(
 
 def _filing_check(unsent: list[UnsentClaim], gates: QualityGates) -> dg.AssetCheckResult:
     limits = load_filing_limits(gates.filing_limits_file)
-    today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    today = settings.today()
     due = deadlines_ahead(unsent, limits, today, gates.filing_warn_days)
     at_risk = sum((d.billed_amount or Decimal(0) for d in due), Decimal(0))
     return dg.AssetCheckResult(

@@ -3,8 +3,6 @@ Dagster, so that retention does not depend on someone remembering it. The schedu
 stopped: an operator turns it on after choosing the retention period."""
 
 # No `from __future__ import annotations`: Dagster reads PurgeConfig from the annotation.
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -46,7 +44,7 @@ def purge_stored_phi(
             f"({lookback}): the nightly run would extract again what the purge deletes.",
             allow_retries=False,
         )
-    today = datetime.now(ZoneInfo(settings.require(settings.CLAIMS_TIMEZONE))).date()
+    today = settings.today()
     report = purge(claims_storage.data_dir, older_than, today, dry_run=config.dry_run)
     context.log.info(describe(report, older_than))
     metadata: dict[str, dg.RawMetadataValue] = {
