@@ -83,11 +83,20 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+CLAIM_ACTIONS = ("list", "show", "release", "resolve")
+
+
 def _claim(args: argparse.Namespace) -> int:
     """List, show, release or resolve claims in the delivery ledger (no PHI is printed)."""
     from claims_pipeline import settings
     from claims_pipeline.delivery.ledger import DeliveryLedger
 
+    if args.action not in CLAIM_ACTIONS:  # `claims-pipeline claim KEY`
+        if args.key:
+            raise ClaimsPipelineError(
+                f"claims-pipeline claim: unknown action; use one of {', '.join(CLAIM_ACTIONS)}."
+            )
+        args.action, args.key = "show", args.action
     tenant_id = settings.get_int(settings.CLAIMS_TENANT_ID, minimum=1)
     ledger = DeliveryLedger(settings.ledger_url())
     try:
@@ -239,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "refused and pending ones, show one's story, release a held claim, resolve a withdrawn "
         "or refused one.",
     )
-    claim.add_argument("action", choices=["list", "show", "release", "resolve"])
+    claim.add_argument(
+        "action",
+        metavar="{list,show,release,resolve,KEY}",
+        help="what to do; a claim key alone means `show KEY`",
+    )
     claim.add_argument("key", nargs="?", help="the claim_submitter_identifier")
     claim.set_defaults(handler=_claim)
     return parser

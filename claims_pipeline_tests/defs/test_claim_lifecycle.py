@@ -327,7 +327,7 @@ def test_a_refused_claim_is_retried_after_its_day_leaves_the_window(ten_days, mo
     assert ledger(pipeline).unsent(TENANT_ID) == []
     assert pipeline.latest("claims_import", old_day)["sent"] == refused
     story = subprocess.run(
-        [sys.executable, "-m", "claims_pipeline.cli", "claim", "show", key],
+        [sys.executable, "-m", "claims_pipeline.cli", "claim", key],
         capture_output=True,
         text=True,
         timeout=60,

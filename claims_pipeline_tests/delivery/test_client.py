@@ -187,3 +187,11 @@ def test_server_message_is_json_text(client, emulator):
     with pytest.raises(BatchRejectedError) as raised:
         client.post_batch(payloads(make_claims(1)))
     assert json.loads(raised.value.reason)  # the server's body, kept for the record
+
+
+def test_a_key_that_cannot_be_sent_is_a_configuration_error_before_any_request(emulator):
+    with ImportApiClient(emulator.url, API_KEY + "\n", TENANT_ID, retry=FAST_RETRY) as api:
+        with pytest.raises(ConfigurationError, match="CLAIMS_API_KEY") as raised:
+            api.post_batch(payloads(make_claims(1)))
+        assert API_KEY not in str(raised.value)
+    assert emulator.stats()["requests_total"] == 0
