@@ -64,6 +64,9 @@ SEED_DAYS = 3
 
 _ENV_PREFIXES = ("CLAIMS_", "EHR_", "DAGSTER_")
 
+# Every scenario through the CLI, Dagster and the emulator, then a scan: ~30 s.
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Scanned:

@@ -33,6 +33,9 @@ from claims_pipeline_tests.dagster_dev import (
 )
 from claims_pipeline_tests.databases import dialect_param, fresh_database
 
+# `dagster dev` with its daemon, on SQLite and on PostgreSQL: over a minute.
+pytestmark = pytest.mark.slow
+
 POSTGRES_DAGSTER_YAML = PROJECT_DAGSTER_YAML.parent / "docs" / "examples" / "dagster-postgres.yaml"
 
 API_KEY = "ui-backfill-key-5d1e7a"

@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 from dagster._serdes import serialize_value
 
@@ -69,6 +70,7 @@ def test_ten_days_through_429_500_dropped_and_slow_responses(tmp_path, monkeypat
         assert sum(f["sent"] for f in figures) == len(claims)
 
 
+@pytest.mark.slow  # a real process killed mid-delivery, then two more runs: ~2 min
 def test_a_run_killed_mid_delivery_and_rerun_sends_each_claim_once(tmp_path, monkeypatch):
     with running_pipeline(tmp_path, monkeypatch, days=3, encounters_per_day=40) as pipeline:
         first = YESTERDAY - timedelta(days=2)

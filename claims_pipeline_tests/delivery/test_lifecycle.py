@@ -212,7 +212,7 @@ def test_a_refusal_that_names_no_claim_stops_after_three_requests(ledger):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        with ImportApiClient(url, "key", TENANT_ID, retry=FAST_RETRY) as api:
+        with ImportApiClient(url, "gateway-test-key-5d81", TENANT_ID, retry=FAST_RETRY) as api:
             with pytest.raises(ApiEndpointError, match="CLAIMS_API_URL"):
                 run(make_claims(40), api, ledger, batch_size=20)
             assert api.stats.requests == 3

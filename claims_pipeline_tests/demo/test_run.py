@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def run_demo(directory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAIMS_", "EHR_", "DAGSTER_"))}
@@ -24,6 +26,7 @@ def totals(output):
     return encounters, sent, unchanged, rejected
 
 
+@pytest.mark.slow  # the newcomer's demo, twice, in fresh processes: ~15 s
 def test_demo_sends_then_sends_nothing(tmp_path):
     first = run_demo(tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
