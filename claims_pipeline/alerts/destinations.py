@@ -9,7 +9,6 @@ them, only the setting.
 
 from __future__ import annotations
 
-import ipaddress
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import httpx
 
 from claims_pipeline import settings
 from claims_pipeline.alerts.messages import Alert
+from claims_pipeline.delivery.client import is_loopback
 from claims_pipeline.errors import ClaimsPipelineError, ConfigurationError
 from claims_pipeline.phi import scrub
 from claims_pipeline.settings import Setting
@@ -101,20 +101,11 @@ def _require_secure_url(setting: Setting, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{setting.name} must be an http(s) URL like https://host/...")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(
             f"{setting.name} uses plain http to a non-loopback host: use https."
         )
     return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

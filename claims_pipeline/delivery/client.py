@@ -125,7 +125,7 @@ def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError("CLAIMS_API_URL must be an http(s) URL like https://host.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(
             "CLAIMS_API_URL uses plain http to a non-loopback host: use https "
             "(claims carry PHI; http is allowed only to 127.0.0.1/localhost, e.g. the emulator)."
@@ -133,7 +133,8 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (where plain http is allowed)."""
     if host == "localhost":
         return True
     try:

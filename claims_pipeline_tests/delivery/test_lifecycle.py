@@ -11,8 +11,9 @@ import pytest
 from claims_pipeline.contract import canonical_json, content_hash
 from claims_pipeline.delivery.client import ApiEndpointError, ImportApiClient
 from claims_pipeline.delivery.ledger import ClaimState, DeliveryLedger
-from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, OutgoingClaim, deliver
+from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, deliver
 from claims_pipeline_tests.delivery.conftest import FAST_RETRY
+from claims_pipeline_tests.delivery.test_sink import outgoing
 from claims_pipeline_tests.emulator.factories import (
     TENANT_ID,
     make_charge_line,
@@ -24,24 +25,10 @@ DAY = date(2026, 11, 20)
 NEW_NPI = "1245319599"
 
 
-def outgoing(claims, extracted_at=None):
-    return [
-        OutgoingClaim(
-            DAY,
-            c["provider_npi"],
-            c["claim_submitter_identifier"],
-            content_hash(c),
-            canonical_json(c),
-            extracted_at,
-        )
-        for c in claims
-    ]
-
-
 def run(claims, client, ledger, extracted_at=None, **options):
     return list(
         deliver(
-            outgoing(claims, extracted_at),
+            outgoing(claims, DAY, extracted_at),
             ledger=ledger,
             tenant_id=TENANT_ID,
             run_id="test-run",
@@ -147,7 +134,7 @@ def test_overlapping_deliveries_end_with_the_latest_content(emulator, tmp_path, 
                 ) as api,
             ):
                 for _ in deliver(
-                    outgoing(claims, extracted_at),
+                    outgoing(claims, DAY, extracted_at),
                     ledger=ledger,
                     tenant_id=TENANT_ID,
                     run_id="r",
