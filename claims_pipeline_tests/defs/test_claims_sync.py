@@ -138,11 +138,13 @@ def test_a_dry_run_after_a_delivery_changes_nothing_it_reports(pipeline):
     ledger = DeliveryLedger(f"sqlite:///{pipeline.data_dir / 'ledger.sqlite'}")
     with ledger.engine.connect() as conn:
         ledger_rows = sorted(conn.execute(select(claim_ledger)).all())
-    count = pipeline.instance.get_event_records(
-        dg.EventRecordsFilter(
-            dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey("claims_import")
-        )
-    )
+
+    def materializations():
+        return pipeline.instance.fetch_materializations(
+            dg.AssetKey("claims_import"), limit=1000
+        ).records
+
+    count = materializations()
     result = pipeline.materialize(
         YESTERDAY,
         run_config={"ops": {"claims_import": {"config": {"dry_run": True, "force_resend": True}}}},
@@ -152,13 +154,7 @@ def test_a_dry_run_after_a_delivery_changes_nothing_it_reports(pipeline):
     assert results_file.read_bytes() == results_bytes
     with ledger.engine.connect() as conn:
         assert sorted(conn.execute(select(claim_ledger)).all()) == ledger_rows
-    assert len(
-        pipeline.instance.get_event_records(
-            dg.EventRecordsFilter(
-                dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey("claims_import")
-            )
-        )
-    ) == len(count)
+    assert len(materializations()) == len(count)
     ledger.dispose()
 
 
