@@ -51,7 +51,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -303,10 +303,36 @@ class DeliveryLedger:
         if not acks:
             return
         now = _now()
+        rows: list[dict[str, Any]] = [
+            {
+                "tenant_id": tenant_id,
+                "claim_submitter_identifier": a.claim_submitter_identifier,
+                "provider_npi": a.provider_npi,
+                "service_date": a.service_date,
+                "content_hash": a.content_hash,
+                "extracted_at": a.extracted_at,
+                "claim_id": a.claim_id,
+                "state": ClaimState.DELIVERED.value,
+                "held_npi": None,
+                "released_npi": None,
+                "note": None,
+                "run_id": run_id,
+                "first_sent_at": now,
+                "last_sent_at": now,
+                "updated_at": now,
+            }
+            for a in acks
+        ]
         with self.engine.begin() as conn:
+            statement = _upsert(conn.dialect.name)
+            if statement is not None:
+                conn.execute(statement, rows)
+                return
+            # Any other dialect (SQL Server): keep first_sent_at, replace the rows.
+            keys = [a.claim_submitter_identifier for a in acks]
             first_sent: dict[str, datetime] = {
                 key: sent
-                for where in _key_filters(tenant_id, [a.claim_submitter_identifier for a in acks])
+                for where in _key_filters(tenant_id, keys)
                 for key, sent in conn.execute(
                     select(
                         claim_ledger.c.claim_submitter_identifier, claim_ledger.c.first_sent_at
@@ -315,26 +341,9 @@ class DeliveryLedger:
             }
             for where in _key_filters(tenant_id, first_sent):
                 conn.execute(delete(claim_ledger).where(where))
-            conn.execute(
-                insert(claim_ledger),
-                [
-                    {
-                        "tenant_id": tenant_id,
-                        "claim_submitter_identifier": a.claim_submitter_identifier,
-                        "provider_npi": a.provider_npi,
-                        "service_date": a.service_date,
-                        "content_hash": a.content_hash,
-                        "extracted_at": a.extracted_at,
-                        "claim_id": a.claim_id,
-                        "state": ClaimState.DELIVERED.value,
-                        "run_id": run_id,
-                        "first_sent_at": first_sent.get(a.claim_submitter_identifier, now),
-                        "last_sent_at": now,
-                        "updated_at": now,
-                    }
-                    for a in acks
-                ],
-            )
+            for row, a in zip(rows, acks, strict=True):
+                row["first_sent_at"] = first_sent.get(a.claim_submitter_identifier, now)
+            conn.execute(insert(claim_ledger), rows)
 
     def mark(
         self,
@@ -677,6 +686,32 @@ class DeliveryLock:
                 ).rowcount
                 > 0
             )
+
+
+#: Columns an acknowledgement overwrites: all but the key and first_sent_at.
+_ACKNOWLEDGED_COLUMNS = tuple(
+    c.name
+    for c in claim_ledger.columns
+    if c.name not in ("tenant_id", "claim_submitter_identifier", "first_sent_at")
+)
+
+
+def _upsert(dialect: str) -> Any:
+    """INSERT .. ON CONFLICT / ON DUPLICATE KEY UPDATE of an acknowledged batch, one statement,
+    where the dialect has one; None elsewhere."""
+    if dialect in ("sqlite", "postgresql"):
+        module = sqlite if dialect == "sqlite" else postgresql
+        statement = module.insert(claim_ledger)
+        return statement.on_conflict_do_update(
+            index_elements=["tenant_id", "claim_submitter_identifier"],
+            set_={name: statement.excluded[name] for name in _ACKNOWLEDGED_COLUMNS},
+        )
+    if dialect in ("mysql", "mariadb"):
+        statement = mysql.insert(claim_ledger)
+        return statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in _ACKNOWLEDGED_COLUMNS}
+        )
+    return None
 
 
 def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:

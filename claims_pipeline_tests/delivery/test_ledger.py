@@ -270,3 +270,32 @@ def test_refused_and_pending_claims_stay_open_until_delivered_or_resolved(ledger
     assert [a.outcome for a in ledger.attempts(1, "A-1")] == ["rejected", "rejected", "resolved"]
     with pytest.raises(DeliveryError, match="not withdrawn, refused or pending"):
         ledger.resolve(1, "A-1")
+
+
+@pytest.mark.parametrize("upsert", [True, False], ids=["upsert", "sql-server-path"])
+def test_an_acknowledgement_clears_a_hold_and_keeps_first_sent(tmp_path, monkeypatch, upsert):
+    """SQL Server has no INSERT .. ON CONFLICT: its path must behave the same."""
+    from claims_pipeline.delivery import ledger as ledger_module
+
+    if not upsert:
+        monkeypatch.setattr(ledger_module, "_upsert", lambda dialect: None)
+    ledger = DeliveryLedger(f"sqlite:///{tmp_path}/ledger.sqlite")
+    ledger.record(7, [ack("A-1", "h1", 10), ack("A-2", "h1", 11)], run_id="run-1")
+    ledger.mark(7, "A-1", ClaimState.HELD, note="npi changed", held_npi="1245319599")
+    ledger.release(7, "A-1")
+    with ledger.engine.connect() as conn:
+        first = conn.execute(
+            select(claim_ledger.c.first_sent_at).where(
+                claim_ledger.c.claim_submitter_identifier == "A-1"
+            )
+        ).scalar_one()
+    ledger.record(7, [ack("A-1", "h2", 10, npi="1245319599"), ack("A-3", "h3", 12)], "run-2")
+    with ledger.engine.connect() as conn:
+        rows = {r.claim_submitter_identifier: r for r in conn.execute(select(claim_ledger))}
+    assert {k: (r.content_hash, r.run_id, r.state) for k, r in rows.items()} == {
+        "A-1": ("h2", "run-2", "delivered"),
+        "A-2": ("h1", "run-1", "delivered"),
+        "A-3": ("h3", "run-2", "delivered"),
+    }
+    assert (rows["A-1"].held_npi, rows["A-1"].released_npi, rows["A-1"].note) == (None,) * 3
+    assert rows["A-1"].provider_npi == "1245319599" and rows["A-1"].first_sent_at == first
