@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from claims_pipeline.errors import ClaimsPipelineError
+
+if TYPE_CHECKING:
+    from claims_pipeline.delivery.ledger import DeliveryLedger
 
 
 def _seed_demo(args: argparse.Namespace) -> int:
@@ -137,7 +140,7 @@ def _claim(args: argparse.Namespace) -> int:
         ledger.dispose()
 
 
-def _show_claim(ledger: Any, tenant_id: int, key: str) -> int:
+def _show_claim(ledger: DeliveryLedger, tenant_id: int, key: str) -> int:
     """One claim's story: what the service holds, then every attempt that did not land."""
     found = ledger.lookup(tenant_id, [key]).get(key)
     attempts = ledger.attempts(tenant_id, key)

@@ -29,7 +29,7 @@ import stamina
 
 from claims_pipeline.contract import ImportResponse
 from claims_pipeline.errors import AuthenticationError, ConfigurationError, DeliveryError
-from claims_pipeline.phi import protect_http_logs, scrub
+from claims_pipeline.phi import hide_url_password, protect_http_logs, scrub
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -233,6 +233,11 @@ class ImportApiClient:
             transport=transport,
         )
 
+    @property
+    def _endpoint(self) -> str:
+        """The import URL as an error may show it: a password in it is masked."""
+        return hide_url_password(f"{self._http.base_url}claims-import")
+
     def __repr__(self) -> str:  # never show the key
         return f"ImportApiClient(base_url={str(self._http.base_url)!r}, tenant_id={self.tenant_id})"
 
@@ -321,7 +326,7 @@ class ImportApiClient:
             if status in _CLAIM_REFUSALS or names_claims(_json_or_none(response)):
                 raise BatchRejectedError(status, self._server_message(response, secrets))
             raise ApiEndpointError(
-                f"POST {self._http.base_url}claims-import answered HTTP {status} without naming "
+                f"POST {self._endpoint} answered HTTP {status} without naming "
                 "any claim: check CLAIMS_API_URL (a wrong path, or a gateway in front of the "
                 "API). Nothing was recorded as delivered."
             )
@@ -331,7 +336,7 @@ class ImportApiClient:
             result = ImportResponse.model_validate_json(response.content)
         except ValueError:
             raise ApiEndpointError(
-                f"The answer of POST {self._http.base_url}claims-import (HTTP {status}) is not "
+                f"The answer of POST {self._endpoint} (HTTP {status}) is not "
                 "the claims-import response: check CLAIMS_API_URL."
             ) from None
         if not result.success:
