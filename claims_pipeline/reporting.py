@@ -14,15 +14,12 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from claims_pipeline.claim_days import BillingMix
 
-ASSET_DEFAULTS: dict[str, Any] = {
-    "owners": ["team:revenue-cycle-data"],
-    "group_name": "claims",
-}
+OWNERS = ["team:revenue-cycle-data"]
 
 
 def per_day_materializations(
     context: dg.AssetExecutionContext,
-    asset_key: str,
+    asset_key: dg.AssetKey,
     figures_by_day: Mapping[str, Mapping[str, Any]],
 ) -> None:
     """Log one materialization per partition key with that day's figures."""

@@ -269,22 +269,22 @@ def require_valid_environment(
         raise ConfigurationError("Settings to fix before any run: " + " ".join(problems))
 
 
-def get(setting: Setting) -> str | None:
+def get(setting: Setting, environ: Mapping[str, str] | None = None) -> str | None:
     """The setting's value from the environment (empty counts as unset), else its default."""
-    value = os.environ.get(setting.name, "").strip()
+    value = (os.environ if environ is None else environ).get(setting.name, "").strip()
     return value or setting.default
 
 
-def require(setting: Setting) -> str:
+def require(setting: Setting, environ: Mapping[str, str] | None = None) -> str:
     """The setting's value, or a ConfigurationError that names the variable."""
-    value = get(setting)
+    value = get(setting, environ)
     if value is None:
         raise ConfigurationError(f"{setting.name} is not set: {setting.meaning}.")
     return value
 
 
-def get_int(setting: Setting, minimum: int = 0) -> int:
-    raw = require(setting)
+def get_int(setting: Setting, minimum: int = 0, environ: Mapping[str, str] | None = None) -> int:
+    raw = require(setting, environ)
     try:
         value = int(raw)
     except ValueError:

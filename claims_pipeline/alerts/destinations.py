@@ -9,9 +9,10 @@ them, only the setting.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -237,61 +238,80 @@ class EmailDestination:
             ) from None
 
 
-def destinations_from_environment() -> list[Destination]:
+def destinations_from_environment(prefix: str | None = None) -> list[Destination]:
     """Every destination whose settings are present; an empty list means alerts are off.
     A half-configured destination (a Slack token without a channel, an SMTP host without a
-    sender) is a ConfigurationError naming the missing setting."""
+    sender) is a ConfigurationError naming the missing setting.
+
+    With ``prefix`` (a practice's ``alerts_env_prefix``), when any ``<prefix>CLAIMS_ALERT_*``
+    variable is set those variables alone choose the destinations (the practice overrides the
+    deployment's); otherwise the deployment's ``CLAIMS_ALERT_*`` do."""
+    environ = _alert_environment(prefix)
     found: list[Destination] = []
-    if url := settings.get(CLAIMS_ALERT_WEBHOOK_URL):
+    if url := settings.get(CLAIMS_ALERT_WEBHOOK_URL, environ):
         found.append(WebhookDestination(_require_secure_url(CLAIMS_ALERT_WEBHOOK_URL, url)))
-    if url := settings.get(CLAIMS_ALERT_SLACK_WEBHOOK_URL):
+    if url := settings.get(CLAIMS_ALERT_SLACK_WEBHOOK_URL, environ):
         found.append(
             SlackWebhookDestination(_require_secure_url(CLAIMS_ALERT_SLACK_WEBHOOK_URL, url))
         )
     token, channel = (
-        settings.get(CLAIMS_ALERT_SLACK_TOKEN),
-        settings.get(CLAIMS_ALERT_SLACK_CHANNEL),
+        settings.get(CLAIMS_ALERT_SLACK_TOKEN, environ),
+        settings.get(CLAIMS_ALERT_SLACK_CHANNEL, environ),
     )
     if token or channel:
         found.append(
             SlackApiDestination(
-                token=settings.require(CLAIMS_ALERT_SLACK_TOKEN),
-                channel=settings.require(CLAIMS_ALERT_SLACK_CHANNEL),
+                token=settings.require(CLAIMS_ALERT_SLACK_TOKEN, environ),
+                channel=settings.require(CLAIMS_ALERT_SLACK_CHANNEL, environ),
                 api_url=_require_secure_url(
-                    CLAIMS_ALERT_SLACK_API_URL, settings.require(CLAIMS_ALERT_SLACK_API_URL)
+                    CLAIMS_ALERT_SLACK_API_URL,
+                    settings.require(CLAIMS_ALERT_SLACK_API_URL, environ),
                 ),
             )
         )
-    if url := settings.get(CLAIMS_ALERT_TEAMS_WEBHOOK_URL):
+    if url := settings.get(CLAIMS_ALERT_TEAMS_WEBHOOK_URL, environ):
         found.append(TeamsDestination(_require_secure_url(CLAIMS_ALERT_TEAMS_WEBHOOK_URL, url)))
-    if settings.get(CLAIMS_ALERT_SMTP_HOST):
-        found.append(_email_from_environment())
+    if settings.get(CLAIMS_ALERT_SMTP_HOST, environ):
+        found.append(_email_from_environment(environ))
     return found
 
 
-def _email_from_environment() -> EmailDestination:
-    security = settings.require(CLAIMS_ALERT_SMTP_SECURITY).lower()
+def _email_from_environment(environ: Mapping[str, str]) -> EmailDestination:
+    security = settings.require(CLAIMS_ALERT_SMTP_SECURITY, environ).lower()
     if security not in ("starttls", "ssl", "none"):
         raise ConfigurationError(
             f"{CLAIMS_ALERT_SMTP_SECURITY.name} must be starttls, ssl or none."
         )
     recipients = tuple(
         address.strip()
-        for address in settings.require(CLAIMS_ALERT_SMTP_TO).split(",")
+        for address in settings.require(CLAIMS_ALERT_SMTP_TO, environ).split(",")
         if address.strip()
     )
     if not recipients:
         raise ConfigurationError(f"{CLAIMS_ALERT_SMTP_TO.name} names no recipient.")
-    username = settings.get(CLAIMS_ALERT_SMTP_USERNAME)
+    username = settings.get(CLAIMS_ALERT_SMTP_USERNAME, environ)
     return EmailDestination(
-        host=settings.require(CLAIMS_ALERT_SMTP_HOST),
-        port=settings.get_int(CLAIMS_ALERT_SMTP_PORT, minimum=1),
-        sender=settings.require(CLAIMS_ALERT_SMTP_FROM),
+        host=settings.require(CLAIMS_ALERT_SMTP_HOST, environ),
+        port=settings.get_int(CLAIMS_ALERT_SMTP_PORT, 1, environ),
+        sender=settings.require(CLAIMS_ALERT_SMTP_FROM, environ),
         recipients=recipients,
         security=security,
         username=username,
-        password=settings.require(CLAIMS_ALERT_SMTP_PASSWORD) if username else None,
+        password=settings.require(CLAIMS_ALERT_SMTP_PASSWORD, environ) if username else None,
     )
+
+
+def _alert_environment(prefix: str | None) -> Mapping[str, str]:
+    """The CLAIMS_ALERT_* values in force: ``<prefix>CLAIMS_ALERT_*`` when any is set."""
+    if prefix:
+        own = {
+            setting.name: value
+            for setting in ALERT_SETTINGS
+            if (value := os.environ.get(prefix + setting.name, "").strip())
+        }
+        if any(name != CLAIMS_UI_BASE_URL.name for name in own):
+            return own
+    return os.environ
 
 
 def ui_base_url() -> str | None:

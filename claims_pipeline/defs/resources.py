@@ -15,16 +15,17 @@ sets up the EHR and storage resources, so a bad URL fails that run, with the run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import dagster as dg
 from sqlalchemy import Connection, Engine
 
-from claims_pipeline import settings
+from claims_pipeline import practices, settings
 from claims_pipeline.delivery.client import ImportApiClient, RetryPolicy
 from claims_pipeline.delivery.ledger import DeliveryLedger
 from claims_pipeline.errors import ConfigurationError
@@ -33,6 +34,12 @@ from claims_pipeline.sources import get_source
 from claims_pipeline.sources.base import DEFAULT_CHUNK_ROWS, EncounterSource
 from claims_pipeline.sources.connection import read_only_engine
 from claims_pipeline.storage import PartitionStore
+
+if TYPE_CHECKING:
+    from claims_pipeline.components import ClaimsPractice
+    from claims_pipeline.practices import Practice
+
+_R = TypeVar("_R")
 
 
 class _Shown(str):
@@ -76,10 +83,12 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-ar
     ehr_schema: str = "reference"
     query_file: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    #: The variable errors name for ``url`` (a practice file's ehr_url_env).
+    url_variable: str = settings.EHR_DATABASE_URL.name
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _raise_problems(
-            (settings.EHR_DATABASE_URL, self.url),
+            (_named(settings.EHR_DATABASE_URL, self.url_variable), self.url),
             (settings.EHR_SCHEMA, self.ehr_schema),
             (settings.EHR_QUERY_FILE, self.query_file),
         )
@@ -90,7 +99,7 @@ class EhrDatabase(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-ar
             return read_only_engine(self.url, pool_pre_ping=True)
         except Exception as error:  # the URL may hold a password: never echo it
             raise ConfigurationError(
-                f"EHR_DATABASE_URL is not a usable SQLAlchemy URL ({type(error).__name__})."
+                f"{self.url_variable} is not a usable SQLAlchemy URL ({type(error).__name__})."
             ) from None
 
     @contextmanager
@@ -120,18 +129,20 @@ class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
     max_in_flight: int = 4
     max_requests_per_second: float = 10.0
     timeout_seconds: float = 30.0
+    #: The variable errors name for ``api_key`` (a practice file's api_key_env).
+    key_variable: str = settings.CLAIMS_API_KEY.name
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _raise_problems(
             (settings.CLAIMS_API_URL, self.base_url),
-            (settings.CLAIMS_API_KEY, self.api_key),
+            (_named(settings.CLAIMS_API_KEY, self.key_variable), self.api_key),
             (settings.CLAIMS_TENANT_ID, str(self.tenant_id)),
             (settings.CLAIMS_BATCH_SIZE, str(self.batch_size)),
             (settings.CLAIMS_MAX_IN_FLIGHT, str(self.max_in_flight)),
             (settings.CLAIMS_MAX_REQUESTS_PER_SECOND, str(self.max_requests_per_second)),
         )
         if not self.api_key.strip():
-            raise ConfigurationError("CLAIMS_API_KEY is empty: set the tenant's API key.")
+            raise ConfigurationError(f"{self.key_variable} is empty: set the tenant's API key.")
 
     def client(self, retry: RetryPolicy | None = None) -> ImportApiClient:
         return ImportApiClient(
@@ -191,6 +202,11 @@ class QualityGates(dg.ConfigurableResource):  # type: ignore[type-arg]
         _raise_problems((settings.CLAIMS_MAX_REJECTION_RATE, str(self.max_rejection_rate)))
 
 
+def _named(setting: settings.Setting, variable: str) -> settings.Setting:
+    """``setting`` as read from ``variable`` (a practice's own variable for it)."""
+    return dataclasses.replace(setting, name=variable)
+
+
 def _raise_problems(*values: tuple[settings.Setting, str | None]) -> None:
     """A ConfigurationError naming every setting whose resolved value is unacceptable."""
     problems = [
@@ -215,11 +231,14 @@ def _env(setting: settings.Setting, kind: str = "str") -> Any:
 
 
 def build_resources() -> dict[str, Any]:
-    """The resources of the code location, from the environment (see settings.py). Raises a
+    """The resources of the practice the environment configures (see settings.py); none when
+    CLAIMS_PRACTICES_DIR names practice files, which bring their own. Raises a
     ConfigurationError naming every variable that is set to an unacceptable value."""
     settings.require_valid_environment(
         exclude=(settings.EHR_DATABASE_URL, settings.CLAIMS_LEDGER_URL)
     )
+    if practices.practices_dir() is not None:
+        return {}
     data_dir = str(settings.data_dir())
     ehr_url = _env(settings.EHR_DATABASE_URL) or settings.demo_ehr_url(settings.data_dir())
     return {
@@ -247,3 +266,78 @@ def build_resources() -> dict[str, Any]:
             filing_warn_days=_env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
         ),
     }
+
+
+def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
+    """The resources of a practice file, under its own keys: its EHR, its tenant and key, its
+    data directory and ledger; the API's batch size and rates, amounts and gates are the
+    deployment's (environment). Secrets stay in the variables the file names (EnvVar)."""
+    practice = component.practice
+    ehr_url: Any = dg.EnvVar(component.ehr_url_env) if component.ehr_url_env else component.ehr_url
+    ledger_url: Any = (
+        dg.EnvVar(component.ledger_url_env)
+        if component.ledger_url_env
+        else _env(settings.CLAIMS_LEDGER_URL)
+    )
+    filing_file = component.path(component.filing_limits_file) or _env(
+        settings.CLAIMS_FILING_LIMITS_FILE
+    )
+    built: dict[str, Any] = {
+        "ehr": EhrDatabase(
+            url=ehr_url,
+            ehr_schema=component.ehr_schema,
+            query_file=component.path(component.query_file),
+            url_variable=component.ehr_url_env or settings.EHR_DATABASE_URL.name,
+        ),
+        "claims_api": ClaimsApi(
+            base_url=component.api_url or _env(settings.CLAIMS_API_URL),
+            api_key=dg.EnvVar(component.api_key_env),
+            tenant_id=component.tenant_id,
+            batch_size=_env(settings.CLAIMS_BATCH_SIZE, "int"),
+            max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
+            max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
+            key_variable=component.api_key_env,
+        ),
+        "claims_storage": ClaimsStorage(
+            data_dir=component.data_dir or practices.data_dir_of(component.name),
+            ledger_url=ledger_url,
+        ),
+        "quality_gates": QualityGates(
+            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float"),
+            max_delivery_attempts=_env(settings.CLAIMS_MAX_DELIVERY_ATTEMPTS, "int"),
+            filing_limits_file=filing_file,
+            filing_warn_days=component.filing_warn_days
+            if component.filing_warn_days is not None
+            else _env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
+        ),
+    }
+    return {practice.resource_key(kind): resource for kind, resource in built.items()}
+
+
+def practice_resource(context: Any, practice: Practice, kind: type[_R]) -> _R:
+    """The practice's resource of a class (EhrDatabase, ClaimsApi, ClaimsStorage,
+    QualityGates) from an asset's, schedule's or sensor's context."""
+    resource = getattr(context.resources, practice.resource_key(_KINDS[kind]))
+    if not isinstance(resource, kind):
+        raise ConfigurationError(
+            f"Resource {practice.resource_key(_KINDS[kind])} is not a {kind.__name__}."
+        )
+    return resource
+
+
+def required_keys(practice: Practice, *kinds: type) -> set[str]:
+    """Resource keys of a practice's resources of these classes, for required_resource_keys."""
+    return {practice.resource_key(_KINDS[kind]) for kind in kinds}
+
+
+def required_keys_of(served: list[Practice], *kinds: type) -> set[str]:
+    """:func:`required_keys` of every practice served."""
+    return {key for practice in served for key in required_keys(practice, *kinds)}
+
+
+_KINDS: dict[type, str] = {
+    EhrDatabase: "ehr",
+    ClaimsApi: "claims_api",
+    ClaimsStorage: "claims_storage",
+    QualityGates: "quality_gates",
+}

@@ -9,8 +9,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from claims_pipeline.defs.purge.jobs import claims_purge
-from claims_pipeline.defs.purge.jobs import nightly_claims_purge as purge_schedule
+from claims_pipeline.components.claims_practice import served_practices
+from claims_pipeline.defs.purge.jobs import nightly_claims_purge, purge_job
 from claims_pipeline.defs.resources import ClaimsStorage
 from claims_pipeline.storage import PartitionStore
 
@@ -29,7 +29,7 @@ def _stored(root: Path, days_ago: list[int]) -> PartitionStore:
 
 
 def _run(root: Path, **config) -> dg.ExecuteInProcessResult:
-    return claims_purge.execute_in_process(
+    return purge_job(served_practices()).execute_in_process(
         run_config={"ops": {"purge_stored_phi": {"config": config}}} if config else None,
         resources={"claims_storage": ClaimsStorage(data_dir=str(root))},
         raise_on_error=False,
@@ -76,8 +76,9 @@ def test_a_retention_inside_the_look_back_window_is_refused(tmp_path, monkeypatc
     result = _run(tmp_path, older_than="7d")
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-    assert "CLAIMS_RETENTION (7 days) must be longer than CLAIMS_LOOKBACK_DAYS (14)" in (
-        failure.description
+    assert (
+        "CLAIMS_RETENTION (7 days) must be longer than the look-back of the practice of the "
+        "environment (14 days)" in failure.description
     )
     assert len(store.partitions("claims")) == 1
 
@@ -91,7 +92,7 @@ def test_a_malformed_retention_names_the_setting(tmp_path, monkeypatch):
 
 
 def test_the_schedule_starts_stopped_and_runs_the_purge_job():
-    schedule = purge_schedule()
+    schedule = nightly_claims_purge(purge_job(served_practices()), "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "claims_purge"
     from claims_pipeline.definitions import defs

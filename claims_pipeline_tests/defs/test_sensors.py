@@ -16,15 +16,18 @@ from claims_pipeline.alerts.destinations import ALERT_SETTINGS
 from claims_pipeline.defs.alerts.sensors import (
     claims_check_failure_alert,
     claims_run_failure_alert,
-    claims_unsettled_day_alert,
+    unsettled_day_alert,
 )
 from claims_pipeline.defs.resources import ClaimsStorage
+from claims_pipeline.practices import Practice
 from claims_pipeline.sources import reference
 from claims_pipeline_tests.alerts.receivers import HttpReceiver, http_receiver, smtp_receiver
 from claims_pipeline_tests.defs.conftest import API_KEY, YESTERDAY, Pipeline, running_pipeline
 from claims_pipeline_tests.leak_scan import needles_from_ehr
 
 WRONG_KEY = "wrong-key-5d1c7e2b90aa"
+#: The sensor of the practice the environment configures (plain asset keys).
+claims_unsettled_day_alert = unsettled_day_alert(Practice(None, "UTC", YESTERDAY, 7))
 UI = "http://dagster.test:3000"
 
 

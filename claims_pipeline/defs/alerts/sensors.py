@@ -18,7 +18,8 @@ from typing import Any
 import dagster as dg
 
 from claims_pipeline import alerts, settings
-from claims_pipeline.defs.resources import ClaimsStorage
+from claims_pipeline.components.claims_practice import served_practices
+from claims_pipeline.defs.resources import ClaimsStorage, practice_resource, required_keys
 from claims_pipeline.errors import ClaimsPipelineError
 from claims_pipeline.names import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -27,6 +28,7 @@ from claims_pipeline.names import (
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
+from claims_pipeline.practices import Practice
 from claims_pipeline.storage import PartitionStore
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -43,6 +45,30 @@ def _run_days(run: dg.DagsterRun | None) -> tuple[str | None, str | None]:
     if PARTITION_NAME_TAG in tags:
         return tags[PARTITION_NAME_TAG], tags[PARTITION_NAME_TAG]
     return tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+
+
+def _practice_named(name: str | None) -> Practice | None:
+    """The served practice of that name (None: the environment's, or none known)."""
+    for practice in served_practices():
+        if practice.name == name:
+            return practice
+    return None
+
+
+def _practice_of_run(run: dg.DagsterRun) -> Practice | None:
+    """The practice a run worked for: by its job, else by the keys of the assets it ran."""
+    for practice in served_practices():
+        if run.job_name == practice.job_name:
+            return practice
+    for key in run.asset_selection or ():
+        if len(key.path) > 1:
+            return _practice_named(key.path[0])
+    return None
+
+
+def _destinations(practice: Practice | None) -> list[alerts.Destination]:
+    """Where alerts about ``practice`` go (its override, else the deployment's)."""
+    return alerts.destinations_from_environment(practice.alerts_env_prefix if practice else None)
 
 
 def _secrets() -> list[str]:
@@ -84,10 +110,10 @@ def _error_text(class_name: str | None, message: str) -> str:
     "a backfill or the purge. Job, days, failed steps, the scrubbed error and a link to the run.",
 )
 def claims_run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
-    destinations = alerts.destinations_from_environment()
+    run = context.dagster_run
+    destinations = _destinations(_practice_of_run(run))
     if not destinations:
         return dg.SkipReason(NO_DESTINATION)
-    run = context.dagster_run
     failed_steps: list[str] = []
     error: str | None = None
     for step_failure in context.get_step_failure_events():
@@ -192,8 +218,8 @@ def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipRe
     ended = _runs_ended_after(instance, int(context.cursor))
     if not ended:
         return dg.SkipReason("No run has ended since the last tick.")
-    destinations = alerts.destinations_from_environment()
     failed = 0
+    configured = False
     for storage_id, run_id in ended:
         records = instance.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -204,18 +230,21 @@ def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipRe
             if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
                 continue
             failed += 1
+            path = evaluation.asset_key.path
+            destinations = _destinations(_practice_named(path[0] if len(path) > 1 else None))
+            configured |= bool(destinations)
             if destinations and not _deliver(
                 context, _check_alert(instance, run_id, evaluation), destinations
             ):
                 return dg.SkipReason(f"Stopped at run {run_id[:8]}: {RETRY}")
         context.update_cursor(str(storage_id))
-    if not destinations:
+    if not configured and not any(_destinations(p) for p in served_practices()):
         return dg.SkipReason(f"{failed} failed check evaluation(s). {NO_DESTINATION}")
     return dg.SkipReason(f"Alerted on {failed} failed check evaluation(s).")
 
 
-def _latest_import_storage_id(instance: dg.DagsterInstance) -> int:
-    records = instance.fetch_materializations(dg.AssetKey(IMPORT), limit=1).records
+def _latest_import_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(key, limit=1).records
     return records[0].storage_id if records else 0
 
 
@@ -238,28 +267,48 @@ def unsettled_claim_keys(store: PartitionStore, day: str) -> dict[str, list[str]
     return found
 
 
-@dg.sensor(
-    name="claims_unsettled_day_alert",
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts (CLAIMS_ALERT_*) when a day's claims_import ends with claims refused by "
-    "the service, pending, held or withdrawn: counts, claim keys, day and a link to the run.",
-)
-def claims_unsettled_day_alert(
-    context: dg.SensorEvaluationContext, claims_storage: ClaimsStorage
+def unsettled_day_alert(practice: Practice) -> dg.SensorDefinition:
+    """``claims_unsettled_day_alert`` (``..._<practice>``): a practice's days whose delivery
+    left claims refused, pending, held or withdrawn."""
+    key = dg.AssetKey(practice.key_path(IMPORT))
+
+    @dg.sensor(
+        name=practice.named("claims_unsettled_day_alert"),
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts (CLAIMS_ALERT_*) when a day's claims_import ends with claims refused "
+        "by the service, pending, held or withdrawn: counts, claim keys, day and a link to the "
+        "run.",
+        required_resource_keys=required_keys(practice, ClaimsStorage),
+    )
+    def claims_unsettled_day_alert(
+        context: dg.SensorEvaluationContext,
+        **_resources: Any,  # Dagster passes the required resources by name when invoked
+    ) -> dg.SkipReason:
+        storage = practice_resource(context, practice, ClaimsStorage)
+        return _unsettled_days(context, key, storage, practice)
+
+    return claims_unsettled_day_alert
+
+
+def _unsettled_days(
+    context: dg.SensorEvaluationContext,
+    key: dg.AssetKey,
+    claims_storage: ClaimsStorage,
+    practice: Practice,
 ) -> dg.SkipReason:
     instance = context.instance
     if context.cursor is None:  # first tick: alert from now on, not about history
-        context.update_cursor(str(_latest_import_storage_id(instance)))
+        context.update_cursor(str(_latest_import_storage_id(instance, key)))
         return dg.SkipReason("Started: alerting on claims_import results from now on.")
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(IMPORT), after_storage_id=int(context.cursor)),
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=int(context.cursor)),
         limit=EVENTS_PER_TICK,
         ascending=True,
     ).records
     if not records:
         return dg.SkipReason("No new claims_import result.")
-    destinations = alerts.destinations_from_environment()
+    destinations = _destinations(practice)
     unsettled = 0
     for record in records:
         materialization = record.event_log_entry.asset_materialization
@@ -297,6 +346,3 @@ def _claim_keys_or_none(
     except (ClaimsPipelineError, OSError) as error:
         context.log.warning(f"Claim keys of {day} unavailable: {type(error).__name__}")
         return {}
-
-
-alert_sensors = [claims_run_failure_alert, claims_check_failure_alert, claims_unsettled_day_alert]

@@ -12,7 +12,13 @@ from claims_pipeline import settings
 from claims_pipeline.claim_days import ClaimsReport, build_claim_days
 from claims_pipeline.column_lineage import claims_lineage_metadata, column_schema_for_claims
 from claims_pipeline.defs.claims_sync.partitions import partition_days
-from claims_pipeline.defs.resources import ClaimsStorage, EhrDatabase, QualityGates
+from claims_pipeline.defs.resources import (
+    ClaimsStorage,
+    EhrDatabase,
+    QualityGates,
+    practice_resource,
+    required_keys,
+)
 from claims_pipeline.names import (
     CLAIMS,
     CONSERVED_CHECK,
@@ -21,8 +27,9 @@ from claims_pipeline.names import (
     REJECTIONS,
     UNIQUE_CHECK,
 )
+from claims_pipeline.practices import Practice
 from claims_pipeline.reporting import (
-    ASSET_DEFAULTS,
+    OWNERS,
     column_schema,
     counts_table,
     markdown_table,
@@ -38,13 +45,17 @@ from claims_pipeline.storage import REJECTION_SCHEMA
 MIN_ENCOUNTERS_FOR_DAILY_RATE = 20
 
 
-def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def claims_assets(practice: Practice, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    claims_key, rejections_key, encounters_key = (
+        dg.AssetKey(practice.key_path(name)) for name in (CLAIMS, REJECTIONS, ENCOUNTERS)
+    )
+
     @dg.multi_asset(
-        name="validate_claims",
+        name=practice.named("validate_claims"),
         specs=[
             dg.AssetSpec(
-                CLAIMS,
-                deps=[ENCOUNTERS],
+                claims_key,
+                deps=[encounters_key],
                 kinds={"parquet"},
                 metadata={"dagster/column_schema": column_schema_for_claims()},
                 description=(
@@ -52,11 +63,12 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
                     "(column `payload`), with key, payer, codes, amount and content hash. Contains "
                     "PHI: stored under CLAIMS_DATA_DIR/claims/."
                 ),
-                **ASSET_DEFAULTS,
+                owners=OWNERS,
+                group_name=practice.group,
             ),
             dg.AssetSpec(
-                REJECTIONS,
-                deps=[ENCOUNTERS],
+                rejections_key,
+                deps=[encounters_key],
                 kinds={"parquet"},
                 metadata={"dagster/column_schema": column_schema(REJECTION_SCHEMA)},
                 description=(
@@ -64,7 +76,8 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
                     "amount, reason codes, fields and messages (no patient identifiers). Stored "
                     "under CLAIMS_DATA_DIR/claim_rejections/."
                 ),
-                **ASSET_DEFAULTS,
+                owners=OWNERS,
+                group_name=practice.group,
             ),
         ],
         partitions_def=partitions,
@@ -72,31 +85,30 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         check_specs=[
             dg.AssetCheckSpec(
                 RATE_CHECK,
-                asset=CLAIMS,
+                asset=claims_key,
                 blocking=True,
                 description="Posting stops when the rejection rate exceeds "
                 "CLAIMS_MAX_REJECTION_RATE.",
             ),
             dg.AssetCheckSpec(
                 UNIQUE_CHECK,
-                asset=CLAIMS,
+                asset=claims_key,
                 blocking=True,
                 description="No two claims share provider_npi + claim_submitter_identifier.",
             ),
             dg.AssetCheckSpec(
                 CONSERVED_CHECK,
-                asset=CLAIMS,
+                asset=claims_key,
                 description="Every extracted encounter is a claim or a rejection.",
             ),
         ],
+        required_resource_keys=required_keys(practice, EhrDatabase, ClaimsStorage, QualityGates),
     )
-    def validate_claims(
-        context: dg.AssetExecutionContext,
-        ehr: EhrDatabase,
-        claims_storage: ClaimsStorage,
-        quality_gates: QualityGates,
-    ) -> Iterator[Any]:
-        today = settings.today()
+    def validate_claims(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        ehr = practice_resource(context, practice, EhrDatabase)
+        claims_storage = practice_resource(context, practice, ClaimsStorage)
+        quality_gates = practice_resource(context, practice, QualityGates)
+        today = practice.today()
         limits = AmountLimits(
             max_line=settings.get_amount(settings.CLAIMS_MAX_LINE_AMOUNT),
             max_claim=settings.get_amount(settings.CLAIMS_MAX_CLAIM_AMOUNT),
@@ -115,7 +127,7 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         }
         payers = sum((d.payers for d in report.days.values()), Counter[str]())
         yield dg.MaterializeResult(
-            asset_key=CLAIMS,
+            asset_key=claims_key,
             metadata=totals
             | claims_lineage_metadata(ehr.ehr_schema)
             | {"payer_mix": counts_table(payers, "payer"), **mixes}
@@ -123,14 +135,14 @@ def claims_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         )
         rate = totals.get("rejected", 0) / totals["encounters"] if totals.get("encounters") else 0
         yield dg.MaterializeResult(
-            asset_key=REJECTIONS,
+            asset_key=rejections_key,
             metadata=range_totals(rejection_figures)
             | {"rejection_rate": round(rate, 4), "reasons": counts_table(reasons, "reason_code")}
             | mixes,
         )
-        yield from _checks(report, rate, quality_gates.max_rejection_rate)
-        per_day_materializations(context, CLAIMS, claim_figures)
-        per_day_materializations(context, REJECTIONS, rejection_figures)
+        yield from _checks(claims_key, report, rate, quality_gates.max_rejection_rate)
+        per_day_materializations(context, claims_key, claim_figures)
+        per_day_materializations(context, rejections_key, rejection_figures)
 
     return validate_claims
 
@@ -168,7 +180,9 @@ def _day_figures(
     return claims, rejections
 
 
-def _checks(report: ClaimsReport, rate: float, limit: float) -> Iterator[dg.AssetCheckResult]:
+def _checks(
+    claims_key: dg.AssetKey, report: ClaimsReport, rate: float, limit: float
+) -> Iterator[dg.AssetCheckResult]:
     days_over = [
         key
         for key, day in report.days.items()
@@ -176,7 +190,7 @@ def _checks(report: ClaimsReport, rate: float, limit: float) -> Iterator[dg.Asse
     ]
     passed = rate <= limit and not days_over
     yield dg.AssetCheckResult(
-        asset_key=CLAIMS,
+        asset_key=claims_key,
         check_name=RATE_CHECK,
         passed=passed,
         metadata={
@@ -193,14 +207,14 @@ def _checks(report: ClaimsReport, rate: float, limit: float) -> Iterator[dg.Asse
         ),
     )
     yield dg.AssetCheckResult(
-        asset_key=CLAIMS,
+        asset_key=claims_key,
         check_name=UNIQUE_CHECK,
         passed=report.duplicate_keys == 0,
         metadata={"duplicate_keys": report.duplicate_keys},
     )
     unbalanced = [key for key, day in report.days.items() if not day.conserved]
     yield dg.AssetCheckResult(
-        asset_key=CLAIMS,
+        asset_key=claims_key,
         check_name=CONSERVED_CHECK,
         passed=not unbalanced,
         metadata={"unbalanced_days": ", ".join(unbalanced) or "none"},

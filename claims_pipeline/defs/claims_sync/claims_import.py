@@ -10,10 +10,15 @@ from typing import Any
 
 import dagster as dg
 
-from claims_pipeline import settings
 from claims_pipeline.claim_days import stored_encounters
 from claims_pipeline.defs.claims_sync.partitions import partition_days
-from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, QualityGates
+from claims_pipeline.defs.resources import (
+    ClaimsApi,
+    ClaimsStorage,
+    QualityGates,
+    practice_resource,
+    required_keys,
+)
 from claims_pipeline.delivery.client import ApiEndpointError, ClientStats
 from claims_pipeline.delivery.days import (
     RunReport,
@@ -36,8 +41,9 @@ from claims_pipeline.names import (
     REJECTIONS,
     WITHDRAWN_CHECK,
 )
+from claims_pipeline.practices import Practice
 from claims_pipeline.reporting import (
-    ASSET_DEFAULTS,
+    OWNERS,
     column_schema,
     markdown_table,
     per_day_materializations,
@@ -53,15 +59,19 @@ class ImportConfig(dg.Config):
     dry_run: bool = False  # send nothing; write the exact payloads that would be posted
 
 
-def claims_import_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def claims_import_asset(
+    practice: Practice, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    key = dg.AssetKey(practice.key_path(IMPORT))
+
     # A multi-asset that may be subset, so a dry run can end without materializing or evaluating
     # its checks (an @asset's check outputs are required).
     @dg.multi_asset(
-        name=IMPORT,
+        name=practice.named(IMPORT),
         specs=[
             dg.AssetSpec(
-                IMPORT,
-                deps=[CLAIMS],
+                key,
+                deps=[dg.AssetKey(practice.key_path(CLAIMS))],
                 partitions_def=partitions,
                 kinds={"api", "parquet"},
                 metadata={"dagster/column_schema": column_schema(DELIVERY_SCHEMA)},
@@ -75,51 +85,50 @@ def claims_import_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
                     "delivery ledger (CLAIMS_LEDGER_URL) mirrors what the service holds. See "
                     "docs/claim-lifecycle.md."
                 ),
-                **ASSET_DEFAULTS,
+                owners=OWNERS,
+                group_name=practice.group,
             )
         ],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="claims_api",
+        pool=practice.pool,
         can_subset=True,
         check_specs=[
             dg.AssetCheckSpec(
                 ACKED_CHECK,
-                asset=IMPORT,
+                asset=key,
                 description="Every claim reported delivered is in the ledger with its content.",
             ),
             dg.AssetCheckSpec(
                 CONSERVED_CHECK,
-                asset=IMPORT,
+                asset=key,
                 description="encounters = claims with a delivery outcome + rejected by validation.",
             ),
             dg.AssetCheckSpec(
                 PROVIDER_CHECK,
-                asset=IMPORT,
+                asset=key,
                 description="No claim is held because its rendering provider (NPI) changed after "
                 "delivery. A held claim needs a person: see docs/claim-lifecycle.md.",
             ),
             dg.AssetCheckSpec(
                 WITHDRAWN_CHECK,
-                asset=IMPORT,
+                asset=key,
                 description="The service holds no claim of these days that the EHR voided, "
                 "deleted, stopped billing or moved out of the run.",
             ),
             dg.AssetCheckSpec(
                 FILING_CHECK,
-                asset=IMPORT,
+                asset=key,
                 description="No claim refused by the service or pending (of any day) is within "
                 "CLAIMS_FILING_WARN_DAYS of its payer's timely-filing deadline, or past it.",
             ),
         ],
+        required_resource_keys=required_keys(practice, ClaimsApi, ClaimsStorage, QualityGates),
     )
-    def claims_import(
-        context: dg.AssetExecutionContext,
-        config: ImportConfig,
-        claims_api: ClaimsApi,
-        claims_storage: ClaimsStorage,
-        quality_gates: QualityGates,
-    ) -> Iterator[Any]:
+    def claims_import(context: dg.AssetExecutionContext, config: ImportConfig) -> Iterator[Any]:
+        claims_api = practice_resource(context, practice, ClaimsApi)
+        claims_storage = practice_resource(context, practice, ClaimsStorage)
+        quality_gates = practice_resource(context, practice, QualityGates)
         store = claims_storage.store()
         days = [day.isoformat() for day in partition_days(context)]
         options = DeliveryOptions(
@@ -133,7 +142,9 @@ def claims_import_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
                 _dry_run(context, store, ledger, claims_api.tenant_id, days, options)
                 return
             report, stats = _deliver(context, store, ledger, claims_api, days, options)
-            yield from _report(context, store, ledger, quality_gates, days, report, stats)
+            yield from _report(
+                context, key, practice, store, ledger, quality_gates, days, report, stats
+            )
 
     return claims_import
 
@@ -187,6 +198,8 @@ def _deliver(
 
 def _report(
     context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    practice: Practice,
     store: PartitionStore,
     ledger: DeliveryLedger,
     gates: QualityGates,
@@ -270,7 +283,7 @@ def _report(
         ]
     )
     yield dg.MaterializeResult(
-        asset_key=IMPORT,
+        asset_key=key,
         metadata=totals,
         check_results=[
             dg.AssetCheckResult(
@@ -284,7 +297,7 @@ def _report(
                 metadata={"unbalanced_days": ", ".join(unbalanced) or "none"},
             ),
             _held_check(ledger, tenant_id, report.held),
-            _filing_check(unsent, gates),
+            _filing_check(unsent, gates, practice),
             dg.AssetCheckResult(
                 check_name=WITHDRAWN_CHECK,
                 passed=not report.withdrawn,
@@ -307,7 +320,7 @@ def _report(
             ),
         ],
     )
-    per_day_materializations(context, IMPORT, figures)
+    per_day_materializations(context, key, figures)
 
 
 MAX_LISTED = 200  # claims listed by key in a check's metadata
@@ -338,9 +351,11 @@ def _held_check(
     )
 
 
-def _filing_check(unsent: list[UnsentClaim], gates: QualityGates) -> dg.AssetCheckResult:
+def _filing_check(
+    unsent: list[UnsentClaim], gates: QualityGates, practice: Practice
+) -> dg.AssetCheckResult:
     limits = load_filing_limits(gates.filing_limits_file)
-    today = settings.today()
+    today = practice.today()
     due = deadlines_ahead(unsent, limits, today, gates.filing_warn_days)
     at_risk = sum((d.billed_amount or Decimal(0) for d in due), Decimal(0))
     return dg.AssetCheckResult(

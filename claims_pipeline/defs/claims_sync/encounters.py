@@ -8,15 +8,25 @@ import dagster as dg
 
 from claims_pipeline.column_lineage import column_schema_for_lines, encounters_lineage_metadata
 from claims_pipeline.defs.claims_sync.partitions import partition_days
-from claims_pipeline.defs.resources import ClaimsStorage, EhrDatabase
+from claims_pipeline.defs.resources import (
+    ClaimsStorage,
+    EhrDatabase,
+    practice_resource,
+    required_keys,
+)
 from claims_pipeline.extraction import extract_days
 from claims_pipeline.names import ENCOUNTERS
-from claims_pipeline.reporting import ASSET_DEFAULTS, per_day_materializations, range_totals
+from claims_pipeline.practices import Practice
+from claims_pipeline.reporting import OWNERS, per_day_materializations, range_totals
 
 
-def ehr_encounters_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def ehr_encounters_asset(
+    practice: Practice, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    key = dg.AssetKey(practice.key_path(ENCOUNTERS))
+
     @dg.asset(
-        name=ENCOUNTERS,
+        key=key,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"sql", "parquet"},
@@ -26,12 +36,13 @@ def ehr_encounters_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             "with the claim-level columns, as read from the EHR by the EHR_SCHEMA adapter. "
             "Contains PHI: stored as Parquet under CLAIMS_DATA_DIR/ehr_encounters/."
         ),
-        owners=ASSET_DEFAULTS["owners"],
-        group_name=ASSET_DEFAULTS["group_name"],
+        owners=OWNERS,
+        group_name=practice.group,
+        required_resource_keys=required_keys(practice, EhrDatabase, ClaimsStorage),
     )
-    def ehr_encounters(
-        context: dg.AssetExecutionContext, ehr: EhrDatabase, claims_storage: ClaimsStorage
-    ) -> Iterator[Any]:
+    def ehr_encounters(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        ehr = practice_resource(context, practice, EhrDatabase)
+        claims_storage = practice_resource(context, practice, ClaimsStorage)
         days = partition_days(context)
         source = ehr.source()
         tallies = extract_days(
@@ -64,6 +75,6 @@ def ehr_encounters_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             )
         lineage = encounters_lineage_metadata(source.name)
         yield dg.MaterializeResult(metadata=totals | {"ehr_schema": source.name} | lineage)
-        per_day_materializations(context, ENCOUNTERS, figures)
+        per_day_materializations(context, key, figures)
 
     return ehr_encounters

@@ -1,4 +1,4 @@
-"""Daily partitions by date of service, in the configured timezone."""
+"""Daily partitions by date of service, in the practice's time zone."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from datetime import date
 
 import dagster as dg
 
-from claims_pipeline import settings
+from claims_pipeline.practices import Practice
 
 
-def daily_partitions() -> dg.DailyPartitionsDefinition:
-    """From CLAIMS_PARTITIONS_START and CLAIMS_TIMEZONE, read when definitions load."""
+def daily_partitions(practice: Practice) -> dg.DailyPartitionsDefinition:
+    """From the practice's first date of service, in its time zone."""
     return dg.DailyPartitionsDefinition(
-        start_date=settings.require(settings.CLAIMS_PARTITIONS_START),
-        timezone=settings.require(settings.CLAIMS_TIMEZONE),
+        start_date=practice.first_date.isoformat(), timezone=practice.timezone
     )
 
 

@@ -5,12 +5,19 @@ older days whose EHR rows changed since they were synced (edits of any age)."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from claims_pipeline import settings
-from claims_pipeline.defs.resources import ClaimsApi, ClaimsStorage, EhrDatabase, QualityGates
+from claims_pipeline.defs.resources import (
+    ClaimsApi,
+    ClaimsStorage,
+    EhrDatabase,
+    QualityGates,
+    practice_resource,
+    required_keys,
+)
 from claims_pipeline.names import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -19,9 +26,9 @@ from claims_pipeline.names import (
     IMPORT,
     NIGHTLY_SCHEDULE,
     REJECTIONS,
-    SYNC_JOB,
 )
 from claims_pipeline.phi import describe_error
+from claims_pipeline.practices import Practice, environment_practice
 from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 
 #: Run monitoring (dagster.yaml) fails a claims_sync run still going after this long, so a hung
@@ -29,12 +36,17 @@ from claims_pipeline.sources.changes import changed_days, contiguous_ranges
 MAX_RUNTIME_SECONDS = 6 * 60 * 60
 
 
-def claims_sync_job() -> dg.UnresolvedAssetJobDefinition:
-    """Job ``claims_sync``: the four assets of a range of dates of service, one run."""
+def claims_sync_job(practice: Practice | None = None) -> dg.UnresolvedAssetJobDefinition:
+    """Job ``claims_sync`` (``claims_sync_<practice>``): the practice's four assets of a range
+    of dates of service, one run."""
+    practice = practice or environment_practice()
     return dg.define_asset_job(
-        SYNC_JOB,
-        selection=dg.AssetSelection.assets(ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT),
-        description="Extract, validate and deliver the claims of a range of dates of service.",
+        practice.job_name,
+        selection=dg.AssetSelection.assets(
+            *(practice.key_path(name) for name in (ENCOUNTERS, CLAIMS, REJECTIONS, IMPORT))
+        ),
+        description="Extract, validate and deliver the claims of a range of dates of service"
+        + ("." if practice.name is None else f" of practice {practice.name}."),
         tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
     )
 
@@ -93,37 +105,42 @@ def build_nightly_schedule(
     lookback_days: int,
     first_partition: date,
     job: dg.UnresolvedAssetJobDefinition | None = None,
+    practice: Practice | None = None,
 ) -> dg.ScheduleDefinition:
-    """``nightly_claims_sync`` for a timezone, look-back window and first partition: at 02:00 in
-    ``timezone``, one run of ``claims_sync`` over yesterday (in ``timezone``) and the
-    ``lookback_days`` before it. The run key is the last day covered, so a tick evaluated
-    twice (e.g. after a daemon restart) still launches one run."""
+    """``nightly_claims_sync`` (``nightly_claims_sync_<practice>``) for a timezone, look-back
+    window and first partition: at 02:00 in ``timezone``, one run of the practice's job over
+    yesterday (in ``timezone``) and the ``lookback_days`` before it. The run key is the last
+    day covered, so a tick evaluated twice (e.g. after a daemon restart) still launches one
+    run."""
     zone = ZoneInfo(timezone)
+    practice = practice or Practice(None, timezone, first_partition, lookback_days)
 
     @dg.schedule(
-        name=NIGHTLY_SCHEDULE,
+        name=practice.named(NIGHTLY_SCHEDULE),
         cron_schedule="0 2 * * *",
-        job=job or claims_sync_job(),
+        job=job or claims_sync_job(practice),
         execution_timezone=timezone,
         description=(
             f"02:00 ({timezone}) every night: yesterday plus {lookback_days} earlier days "
-            "(CLAIMS_LOOKBACK_DAYS), one run."
+            "(look-back), one run."
+        ),
+        required_resource_keys=required_keys(
+            practice, EhrDatabase, ClaimsApi, ClaimsStorage, QualityGates
         ),
     )
     def nightly_claims_sync(
         context: dg.ScheduleEvaluationContext,
-        ehr: EhrDatabase,
-        claims_api: ClaimsApi,
-        claims_storage: ClaimsStorage,
-        quality_gates: QualityGates,
+        **_resources: Any,  # Dagster passes the required resources by name when invoked
     ) -> list[dg.RunRequest] | dg.SkipReason:
+        ehr = practice_resource(context, practice, EhrDatabase)
+        claims_api = practice_resource(context, practice, ClaimsApi)
+        claims_storage = practice_resource(context, practice, ClaimsStorage)
+        quality_gates = practice_resource(context, practice, QualityGates)
         # The daemon passes the tick in execution_timezone; a caller may pass any instant.
         instant = context.scheduled_execution_time or datetime.now(zone)
         run_day = instant.astimezone(zone).date()
         if run_day - timedelta(days=1) < first_partition:
-            return dg.SkipReason(
-                f"No partition before {first_partition} (CLAIMS_PARTITIONS_START)."
-            )
+            return dg.SkipReason(f"No partition before {first_partition} (first date).")
         first, last = nightly_window(run_day, lookback_days, first_partition)
         requests = [
             dg.RunRequest(run_key=f"nightly-{last.isoformat()}", tags=range_tags(first, last))
@@ -135,7 +152,7 @@ def build_nightly_schedule(
             )
         except Exception as error:  # the nightly window still runs; the log says why
             context.log.warning(
-                f"nightly_claims_sync: finding edits before {first} failed "
+                f"{practice.named(NIGHTLY_SCHEDULE)}: finding edits before {first} failed "
                 f"({describe_error(error)}); only the look-back window runs tonight."
             )
             edited = []
@@ -148,8 +165,8 @@ def build_nightly_schedule(
             )
         if edited:
             context.log.info(
-                f"nightly_claims_sync: {len(edited)} earlier day(s) changed in the EHR since "
-                "they were synced or hold claims to retry: "
+                f"{practice.named(NIGHTLY_SCHEDULE)}: {len(edited)} earlier day(s) changed in "
+                "the EHR since they were synced or hold claims to retry: "
                 f"{', '.join(d.isoformat() for d in edited[:20])}"
             )
         return requests
@@ -157,12 +174,13 @@ def build_nightly_schedule(
     return nightly_claims_sync
 
 
-def nightly_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """``nightly_claims_sync`` from CLAIMS_TIMEZONE, CLAIMS_LOOKBACK_DAYS and
-    CLAIMS_PARTITIONS_START, read when definitions load."""
+def nightly_schedule(
+    job: dg.UnresolvedAssetJobDefinition, practice: Practice | None = None
+) -> dg.ScheduleDefinition:
+    """The practice's nightly schedule; by default the environment's practice
+    (CLAIMS_TIMEZONE, CLAIMS_LOOKBACK_DAYS, CLAIMS_PARTITIONS_START, read when definitions
+    load)."""
+    practice = practice or environment_practice()
     return build_nightly_schedule(
-        settings.require(settings.CLAIMS_TIMEZONE),
-        settings.get_int(settings.CLAIMS_LOOKBACK_DAYS),
-        date.fromisoformat(settings.require(settings.CLAIMS_PARTITIONS_START)),
-        job,
+        practice.timezone, practice.lookback_days, practice.first_date, job, practice
     )

@@ -7,7 +7,9 @@ stopped: an operator turns it on after choosing the retention period."""
 import dagster as dg
 
 from claims_pipeline import settings
-from claims_pipeline.defs.resources import ClaimsStorage
+from claims_pipeline.components.claims_practice import served_practices
+from claims_pipeline.defs.resources import ClaimsStorage, practice_resource, required_keys_of
+from claims_pipeline.practices import Practice
 from claims_pipeline.purge import PURGED_ASSETS, describe, parse_age, purge
 from claims_pipeline.settings import Setting
 
@@ -21,59 +23,78 @@ class PurgeConfig(dg.Config):
 
     older_than: str | None = None  # e.g. 90d or 12w
     dry_run: bool = False  # list what would be deleted, delete nothing
+    practice: str | None = None  # purge this practice alone (default: every practice)
 
 
-@dg.op(
-    name="purge_stored_phi",
-    description="Delete stored PHI (extracts, payloads, rejections, dry-run payloads) older "
-    "than the retention period; keep the ledger and claims_import results.",
-)
-def purge_stored_phi(
-    context: dg.OpExecutionContext, config: PurgeConfig, claims_storage: ClaimsStorage
-) -> dg.Output[int]:
-    try:
-        older_than = parse_age(config.older_than or settings.require(CLAIMS_RETENTION))
-    except ValueError as error:
-        raise dg.Failure(
-            f"CLAIMS_RETENTION (or older_than): {error}.", allow_retries=False
-        ) from None
-    lookback = settings.get_int(settings.CLAIMS_LOOKBACK_DAYS)
-    if older_than.days <= lookback:
-        raise dg.Failure(
-            f"CLAIMS_RETENTION ({older_than.days} days) must be longer than CLAIMS_LOOKBACK_DAYS "
-            f"({lookback}): the nightly run would extract again what the purge deletes.",
-            allow_retries=False,
-        )
-    today = settings.today()
-    report = purge(claims_storage.data_dir, older_than, today, dry_run=config.dry_run)
-    context.log.info(describe(report, older_than))
-    metadata: dict[str, dg.RawMetadataValue] = {
-        "cutoff": report.cutoff.isoformat(),
-        "dry_run": report.dry_run,
-        "retention_days": older_than.days,
-    }
-    for category, names in report.deleted.items():
-        metadata[f"{category.replace(' ', '_')}_files"] = len(names)
-        if names and category in PURGED_ASSETS:
-            metadata[f"{category}_dates"] = f"{names[0]}...{names[-1]}"
-    return dg.Output(report.total, metadata=metadata)
+def purge_job(served: list[Practice]) -> dg.JobDefinition:
+    """Job ``claims_purge`` over the data directory of every practice served."""
+    by_name = {practice.name: practice for practice in served}
+
+    @dg.op(
+        name="purge_stored_phi",
+        description="Delete stored PHI (extracts, payloads, rejections, dry-run payloads) older "
+        "than the retention period, in each practice's data directory; keep the ledger and "
+        "claims_import results.",
+        required_resource_keys=required_keys_of(served, ClaimsStorage),
+    )
+    def purge_stored_phi(context: dg.OpExecutionContext, config: PurgeConfig) -> dg.Output[int]:
+        try:
+            older_than = parse_age(config.older_than or settings.require(CLAIMS_RETENTION))
+        except ValueError as error:
+            raise dg.Failure(
+                f"CLAIMS_RETENTION (or older_than): {error}.", allow_retries=False
+            ) from None
+        if config.practice is not None and config.practice not in by_name:
+            raise dg.Failure(
+                f"practice {config.practice!r} is not served here: "
+                f"{', '.join(str(name) for name in by_name)}.",
+                allow_retries=False,
+            )
+        chosen = [by_name[config.practice]] if config.practice else served
+        total = 0
+        metadata: dict[str, dg.RawMetadataValue] = {"dry_run": config.dry_run}
+        for practice in chosen:
+            if older_than.days <= practice.lookback_days:
+                raise dg.Failure(
+                    f"CLAIMS_RETENTION ({older_than.days} days) must be longer than the look-back "
+                    f"of {practice.label} ({practice.lookback_days} days): the nightly run would "
+                    "extract again what the purge deletes.",
+                    allow_retries=False,
+                )
+            storage = practice_resource(context, practice, ClaimsStorage)
+            report = purge(storage.data_dir, older_than, practice.today(), dry_run=config.dry_run)
+            context.log.info(
+                describe(report, older_than)
+                + ("" if practice.name is None else f" (practice {practice.name})")
+            )
+            prefix = "" if practice.name is None else f"{practice.name}/"
+            metadata[f"{prefix}cutoff"] = report.cutoff.isoformat()
+            metadata["retention_days"] = older_than.days
+            for category, names in report.deleted.items():
+                metadata[f"{prefix}{category.replace(' ', '_')}_files"] = len(names)
+                if names and category in PURGED_ASSETS:
+                    metadata[f"{prefix}{category}_dates"] = f"{names[0]}...{names[-1]}"
+            total += report.total
+        return dg.Output(total, metadata=metadata)
+
+    @dg.job(
+        name="claims_purge",
+        description="claims-pipeline purge as a job: delete stored PHI older than "
+        "CLAIMS_RETENTION, of every practice or of one (config `practice`).",
+    )
+    def claims_purge() -> None:
+        purge_stored_phi()
+
+    return claims_purge
 
 
-@dg.job(
-    name="claims_purge",
-    description="claims-pipeline purge as a job: delete stored PHI older than CLAIMS_RETENTION.",
-)
-def claims_purge() -> None:
-    purge_stored_phi()
-
-
-def nightly_claims_purge() -> dg.ScheduleDefinition:
-    """At 04:30 in CLAIMS_TIMEZONE (read when definitions load); stopped until turned on."""
+def nightly_claims_purge(job: dg.JobDefinition, timezone: str) -> dg.ScheduleDefinition:
+    """At 04:30 in ``timezone``; stopped until turned on."""
     return dg.ScheduleDefinition(
         name="nightly_claims_purge",
-        job=claims_purge,
+        job=job,
         cron_schedule="30 4 * * *",
-        execution_timezone=settings.require(settings.CLAIMS_TIMEZONE),
+        execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="04:30 every night: delete stored PHI older than CLAIMS_RETENTION. Off until "
         "an operator turns it on.",
@@ -82,4 +103,6 @@ def nightly_claims_purge() -> dg.ScheduleDefinition:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[claims_purge], schedules=[nightly_claims_purge()])
+    job = purge_job(served_practices())
+    timezone = settings.require(settings.CLAIMS_TIMEZONE)
+    return dg.Definitions(jobs=[job], schedules=[nightly_claims_purge(job, timezone)])
