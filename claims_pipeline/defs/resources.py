@@ -131,6 +131,8 @@ class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
     timeout_seconds: float = 30.0
     #: The variable errors name for ``api_key`` (a practice file's api_key_env).
     key_variable: str = settings.CLAIMS_API_KEY.name
+    #: Where errors say ``tenant_id`` is set.
+    tenant_variable: str = settings.CLAIMS_TENANT_ID.name
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _raise_problems(
@@ -153,6 +155,8 @@ class ClaimsApi(_MaskedRepr, dg.ConfigurableResource):  # type: ignore[type-arg]
             max_requests_per_second=self.max_requests_per_second,
             timeout_seconds=self.timeout_seconds,
             retry=retry,
+            key_setting=self.key_variable,
+            tenant_setting=self.tenant_variable,
         )
 
 
@@ -297,6 +301,7 @@ def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
             max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
             max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
             key_variable=component.api_key_env,
+            tenant_variable=f"tenant_id of practice file {component.name}",
         ),
         "claims_storage": ClaimsStorage(
             data_dir=component.data_dir or practices.data_dir_of(component.name),

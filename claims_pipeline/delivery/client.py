@@ -213,11 +213,15 @@ class ImportApiClient:
         timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        key_setting: str = "CLAIMS_API_KEY",
+        tenant_setting: str = "CLAIMS_TENANT_ID",
     ):
         if not api_key:
-            raise ConfigurationError("CLAIMS_API_KEY is empty: set the tenant's API key.")
+            raise ConfigurationError(f"{key_setting} is empty: set the tenant's API key.")
         protect_http_logs(api_key)  # httpx/httpcore DEBUG logs never show the key
         self.tenant_id = tenant_id
+        # What a refusal of the credentials names: where the key and the tenant id are set.
+        self._settings = (key_setting, tenant_setting)
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._api_key = api_key
@@ -309,7 +313,8 @@ class ImportApiClient:
         self.stats.record(str(response.status_code), (time.perf_counter() - started) * 1000)
         status = response.status_code
         if status in (401, 403):
-            setting = "CLAIMS_API_KEY" if status == 401 else "CLAIMS_API_KEY or CLAIMS_TENANT_ID"
+            key, tenant = self._settings
+            setting = key if status == 401 else f"{key} or {tenant}"
             raise AuthenticationError(
                 f"The claims-import API refused the credentials (HTTP {status}): check "
                 f"{setting} (tenant {self.tenant_id})."

@@ -7,6 +7,7 @@ visible to every user of the machine); the tenant from ``--tenant-id`` or ``CLAI
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,13 @@ def build_parser(prog: str = "python -m claims_pipeline.emulator") -> argparse.A
         help=f"the accepted API key; prefer the {settings.CLAIMS_API_KEY.name} variable",
     )
     parser.add_argument("--tenant-id", help=f"default: {settings.CLAIMS_TENANT_ID.name}")
+    parser.add_argument(
+        "--other-tenant",
+        action="append",
+        default=[],
+        metavar="ID=VARIABLE",
+        help="serve tenant ID too, with the key held by environment variable VARIABLE",
+    )
     parser.add_argument("--seed", type=int, help="seed of the random faults")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
     parser.add_argument(
@@ -66,12 +74,20 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         faults = faults_from_arguments(args)
     except ValueError as exc:
         parser.error(str(exc))
+    other_tenants = {}
+    for given in args.other_tenant:
+        tenant_text, _, variable = given.partition("=")
+        key = os.environ.get(variable, "") if variable else ""
+        if not tenant_text.isdigit() or not key.strip():
+            parser.error(f"--other-tenant {given}: write ID=VARIABLE, VARIABLE holding its key")
+        other_tenants[int(tenant_text)] = key
     config = EmulatorConfig(
         db_path=args.db or settings.data_dir() / "emulator.sqlite",
         api_key=api_key,
         tenant_id=int(tenant),
         faults=faults,
         seed=args.seed,
+        other_tenants=other_tenants,
     )
     run_server(
         config,

@@ -331,21 +331,26 @@ class _Emulator:
     # --- checks ----------------------------------------------------------------------------
 
     def _authorize(self, request: Request, *, tenant_scoped: bool) -> int:
-        """The tenant id of the request, or _Refused: 401 for the key, 403 for the tenant."""
-        given = request.headers.get(API_KEY_HEADER, "")
-        expected = self.config.api_key.get_secret_value()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        """The tenant id of the request, or _Refused: 401 for a key no tenant has, 403 for a
+        tenant id that is not the key's own."""
+        given = request.headers.get(API_KEY_HEADER, "").encode()
+        owners = [
+            tenant
+            for tenant, key in self.config.keys().items()
+            if hmac.compare_digest(given, key.get_secret_value().encode())
+        ]
+        if not owners:
             raise _error(401, "unauthorized", f"missing or invalid {API_KEY_HEADER} header")
         if not tenant_scoped:
-            return self.config.tenant_id
+            return owners[0]
         tenant = request.query_params.get("tenant_id", "")
-        if not (tenant.isascii() and tenant.isdigit() and int(tenant) == self.config.tenant_id):
+        if not (tenant.isascii() and tenant.isdigit() and int(tenant) in owners):
             raise _error(
                 403,
                 "forbidden",
                 "the tenant_id query parameter must be the integer tenant id of this API key",
             )
-        return self.config.tenant_id
+        return int(tenant)
 
 
 def _success(claim_ids: list[int]) -> dict[str, Any]:

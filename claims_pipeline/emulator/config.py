@@ -10,7 +10,9 @@ from claims_pipeline.emulator.faults import FaultConfig
 
 
 class EmulatorConfig(BaseModel):
-    """The emulator accepts exactly one tenant and one API key, like a tenant's real account.
+    """The emulator serves one tenant with one API key, like a tenant's real account, plus
+    any ``other_tenants`` (tenant id -> its own key), as the multi-tenant service does: a key
+    is accepted only with its own tenant id.
 
     ``api_key`` is a ``SecretStr`` so that printing or logging the config never shows it.
     ``seed`` makes the injected faults reproducible.
@@ -23,6 +25,11 @@ class EmulatorConfig(BaseModel):
     tenant_id: int
     faults: FaultConfig = FaultConfig()
     seed: int | None = None
+    other_tenants: dict[int, SecretStr] = {}
+
+    def keys(self) -> dict[int, SecretStr]:
+        """Every tenant served, with its key."""
+        return {**self.other_tenants, self.tenant_id: self.api_key}
 
     @field_validator("api_key")
     @classmethod

@@ -28,6 +28,8 @@ from claims_pipeline.emulator.faults import fault_arguments
 from claims_pipeline.errors import ClaimsPipelineError
 
 DEFAULT_PORT = 8400
+#: The child reads another tenant's key from this variable + the tenant id.
+_TENANT_KEY_VARIABLE = "CLAIMS_EMULATOR_KEY_"
 
 
 class EmulatorError(ClaimsPipelineError):
@@ -156,6 +158,8 @@ class RunningEmulator:
             "--exit-with-parent",
             *fault_arguments(self.config.faults),
         ]
+        for tenant in self.config.other_tenants:
+            command += ["--other-tenant", f"{tenant}={_TENANT_KEY_VARIABLE}{tenant}"]
         if self.config.seed is not None:
             command += ["--seed", str(self.config.seed)]
         with self.log_path.open("ab") as log:
@@ -199,9 +203,16 @@ class RunningEmulator:
         self.stop()
         self.start()
 
-    def claims(self) -> list[dict[str, Any]]:
-        """Every stored claim of the tenant, by id (see ``GET /_emulator/claims``)."""
-        response = self._request("GET", "/_emulator/claims", params={"tenant_id": self.tenant_id})
+    def claims(self, tenant_id: int | None = None) -> list[dict[str, Any]]:
+        """Every stored claim of the tenant (default: the first), by id (see
+        ``GET /_emulator/claims``), asked with that tenant's own key."""
+        tenant = self.tenant_id if tenant_id is None else tenant_id
+        response = self._request(
+            "GET",
+            "/_emulator/claims",
+            params={"tenant_id": tenant},
+            key=self.config.keys()[tenant].get_secret_value(),
+        )
         claims: list[dict[str, Any]] = response.json()["claims"]
         return claims
 
@@ -220,11 +231,13 @@ class RunningEmulator:
         config: dict[str, Any] = self._request("PUT", "/_emulator/faults", json=body).json()
         return config
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, key: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         response = httpx.request(
             method,
             self.url + path,
-            headers={API_KEY_HEADER: self.api_key},
+            headers={API_KEY_HEADER: key or self.api_key},
             timeout=30.0,
             **kwargs,
         )
@@ -235,6 +248,8 @@ class RunningEmulator:
     def _child_environment(self) -> dict[str, str]:
         # The key travels in the environment, not on the command line that `ps` shows.
         environment = {**os.environ, settings.CLAIMS_API_KEY.name: self.api_key}
+        for tenant, key in self.config.other_tenants.items():
+            environment[f"{_TENANT_KEY_VARIABLE}{tenant}"] = key.get_secret_value()
         # The child imports the same claims_pipeline as this process, installed or not.
         source_root = str(Path(claims_pipeline.__file__).resolve().parent.parent)
         python_path = environment.get("PYTHONPATH")
