@@ -26,6 +26,13 @@ def _seed_demo(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.practices:
+        from claims_pipeline.demo.practices import run_practices_demo
+        from claims_pipeline.demo.run import SEED_DAYS
+
+        return run_practices_demo(
+            args.practices, args.days, args.encounters_per_day, seed_days=SEED_DAYS
+        )
     from claims_pipeline.demo.run import run_demo
 
     return run_demo(days=args.days, encounters_per_day=args.encounters_per_day)
@@ -193,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--days", type=int, default=7, help="days of service to sync (default 7)")
     demo.add_argument("--encounters-per-day", type=int, default=60)
+    demo.add_argument(
+        "--practices",
+        type=int,
+        metavar="N",
+        help="N practices (1-3) in one deployment, each with its own EHR, tenant, key and "
+        "time zone, from practice files (CLAIMS_PRACTICES_DIR)",
+    )
     demo.set_defaults(handler=_demo)
 
     seed = commands.add_parser("seed-demo", help="Create and fill a demo EHR (reference schema).")

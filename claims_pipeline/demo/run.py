@@ -24,7 +24,7 @@ DEMO_TENANT_ID = 1
 SEED_DAYS = 30
 
 
-def _dagster_home() -> Path:
+def dagster_home() -> Path:
     """$DAGSTER_HOME, else ./.dagster_home: persistent, so `dagster dev` shows the runs."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def _dagster_home() -> Path:
 
 
 def run_demo(days: int = 7, encounters_per_day: int = 60) -> int:
-    home = _dagster_home()
+    home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     data_dir = settings.data_dir()
     os.environ[settings.CLAIMS_DATA_DIR.name] = str(data_dir)
@@ -69,7 +69,7 @@ def run_demo(days: int = 7, encounters_per_day: int = 60) -> int:
         print(f"Import API emulator listening on {emulator.url}")
         print(f"Running claims_sync for {first} ... {last} (DAGSTER_HOME={home})")
         started = time.monotonic()
-        success, error = _run_claims_sync(first, last)
+        success, error = run_job("claims_sync", first, last)
         elapsed = time.monotonic() - started
     if not success:
         print(f"claims_sync failed after {elapsed:.1f}s: {error}")
@@ -81,13 +81,14 @@ def run_demo(days: int = 7, encounters_per_day: int = 60) -> int:
     return 0
 
 
-def _run_claims_sync(first: date, last: date) -> tuple[bool, str | None]:
+def run_job(name: str, first: date, last: date) -> tuple[bool, str | None]:
+    """Run job ``name`` over the dates first..last (one run) on $DAGSTER_HOME's instance."""
     import dagster as dg
 
     from claims_pipeline.definitions import defs
     from claims_pipeline.defs.claims_sync.schedules import range_tags
 
-    job = defs().resolve_job_def("claims_sync")
+    job = defs().resolve_job_def(name)
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
