@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from claims_pipeline.errors import ClaimsPipelineError
 
 if TYPE_CHECKING:
+    from claims_pipeline.components import ClaimsPractice
     from claims_pipeline.delivery.ledger import DeliveryLedger
 
 
@@ -48,20 +49,23 @@ def _check_source(args: argparse.Namespace) -> int:
     from claims_pipeline import settings
     from claims_pipeline.sources.check import check_source
 
-    today = settings.today()
+    if args.practice:
+        practice = practice_named(args.practice)
+        today = practice.practice.today()
+        url = practice.resolved(practice.ehr_url_env) or practice.ehr_url or ""
+        schema: str = practice.ehr_schema
+        query_file = practice.path(practice.query_file)
+    else:
+        today = settings.today()
+        url = settings.ehr_database_url()
+        schema = settings.get(settings.EHR_SCHEMA) or "reference"
+        query_file = settings.get(settings.EHR_QUERY_FILE)
     first = args.window_from or today - timedelta(days=7)
     last = args.window_to or today - timedelta(days=1)
     if first > last:
         print("error: --from is after --to.", file=sys.stderr)
         return 2
-    schema = settings.get(settings.EHR_SCHEMA) or "reference"
-    report = check_source(
-        settings.ehr_database_url(),
-        schema,
-        settings.get(settings.EHR_QUERY_FILE),
-        first,
-        last + timedelta(days=1),
-    )
+    report = check_source(url, schema, query_file, first, last + timedelta(days=1))
     print(f"EHR_SCHEMA={report.schema} EHR_DATABASE_URL={report.database}")
     print(f"window: dates of service {first} to {last}")
     for finding in report.findings:
@@ -86,8 +90,13 @@ def _purge(args: argparse.Namespace) -> int:
     from claims_pipeline import settings
     from claims_pipeline.purge import describe, purge
 
-    today = settings.today()
-    data_dir = args.data_dir or str(settings.data_dir())
+    if args.practice:
+        practice = practice_named(args.practice)
+        today = practice.practice.today()
+        data_dir = args.data_dir or practice.data_directory()
+    else:
+        today = settings.today()
+        data_dir = args.data_dir or str(settings.data_dir())
     report = purge(data_dir, args.older_than, today, dry_run=args.dry_run)
     print(describe(report, args.older_than))
     return 0
@@ -107,8 +116,12 @@ def _claim(args: argparse.Namespace) -> int:
                 f"claims-pipeline claim: unknown action; use one of {', '.join(CLAIM_ACTIONS)}."
             )
         args.action, args.key = "show", args.action
-    tenant_id = settings.get_int(settings.CLAIMS_TENANT_ID, minimum=1)
-    ledger = DeliveryLedger(settings.ledger_url())
+    if args.practice:
+        practice = practice_named(args.practice)
+        tenant_id, ledger = practice.tenant_id, DeliveryLedger(practice.ledger_url())
+    else:
+        tenant_id = settings.get_int(settings.CLAIMS_TENANT_ID, minimum=1)
+        ledger = DeliveryLedger(settings.ledger_url())
     try:
         if args.action == "list":
             entries = ledger.open_entries(tenant_id)
@@ -241,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATE",
         help="last date of service, inclusive (default: yesterday)",
     )
+    _practice_option(check)
     check.set_defaults(handler=_check_source)
 
     purge = commands.add_parser(
@@ -257,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     purge.add_argument("--data-dir", help="the data directory (default: CLAIMS_DATA_DIR)")
+    _practice_option(purge)
     purge.set_defaults(handler=_purge)
 
     claim = commands.add_parser(
@@ -271,8 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do; a claim key alone means `show KEY`",
     )
     claim.add_argument("key", nargs="?", help="the claim_submitter_identifier")
+    _practice_option(claim)
     claim.set_defaults(handler=_claim)
     return parser
+
+
+def _practice_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--practice",
+        metavar="NAME",
+        help="the practice file NAME of CLAIMS_PRACTICES_DIR (its EHR, tenant, data, ledger, "
+        "time zone) instead of the environment's practice",
+    )
+
+
+def practice_named(name: str) -> ClaimsPractice:
+    from claims_pipeline.components.claims_practice import practice_named as named
+
+    return named(name)
 
 
 def main(argv: list[str] | None = None) -> int:

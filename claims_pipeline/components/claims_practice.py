@@ -162,6 +162,25 @@ class ClaimsPractice(dg.Component, dg.Model, dg.Resolvable):
             return relative
         return str(Path(self._folder, relative).expanduser())
 
+    def data_directory(self) -> str:
+        """Where its PHI at rest lives."""
+        return self.data_dir or practices.data_dir_of(self.name)
+
+    def resolved(self, variable: str | None) -> str | None:
+        """The value of a variable the file names, for the CLI (resources use EnvVar)."""
+        if variable is None:
+            return None
+        value = practices.env_value(variable)
+        if value is None:
+            raise ConfigurationError(f"{variable} is not set (practice {self.name}).")
+        return value
+
+    def ledger_url(self) -> str:
+        """Its ledger: ledger_url_env, else CLAIMS_LEDGER_URL, else SQLite in its data folder."""
+        return self.resolved(self.ledger_url_env) or settings.ledger_url(
+            Path(self.data_directory()).expanduser()
+        )
+
     def resources(self) -> dict[str, Any]:
         """The practice's resources under its own keys (:meth:`Practice.resource_key`)."""
         from claims_pipeline.defs.resources import practice_resources
@@ -214,3 +233,15 @@ def served_practices() -> list[Practice]:
     """Every practice this deployment serves: the files of CLAIMS_PRACTICES_DIR, else the one
     the environment configures."""
     return [file.practice for file in load_practices()] or [practices.environment_practice()]
+
+
+def practice_named(name: str) -> ClaimsPractice:
+    """The practice file of that name in CLAIMS_PRACTICES_DIR; a ConfigurationError listing the
+    names served when there is none."""
+    found = {practice.name: practice for practice in load_practices()}
+    if name not in found:
+        raise ConfigurationError(
+            f"No practice {name!r} in {practices.CLAIMS_PRACTICES_DIR.name}"
+            + (f" (practices: {', '.join(found)})." if found else " (it is not set).")
+        )
+    return found[name]

@@ -304,7 +304,7 @@ def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
             tenant_variable=f"tenant_id of practice file {component.name}",
         ),
         "claims_storage": ClaimsStorage(
-            data_dir=component.data_dir or practices.data_dir_of(component.name),
+            data_dir=component.data_directory(),
             ledger_url=ledger_url,
         ),
         "quality_gates": QualityGates(

@@ -260,3 +260,18 @@ def test_a_folder_must_be_named_as_its_practice(tmp_path, monkeypatch):
     monkeypatch.setenv("CLAIMS_PRACTICES_DIR", str(tmp_path))
     with pytest.raises(ConfigurationError, match="differs from its folder"):
         load_practices()
+
+
+def test_the_cli_works_on_one_practice_by_name(deployment, monkeypatch, capsys):
+    from claims_pipeline.cli import main
+
+    assert deployment.sync("alpha").success
+    key = sorted(deployment.received("alpha"))[0]
+    assert main(["claim", "show", key, "--practice", "alpha"]) == 0
+    assert "delivered" in capsys.readouterr().out
+    assert main(["claim", "show", key, "--practice", "beta"]) == 1  # beta's ledger, tenant 202
+    assert "unknown to the ledger of tenant 202" in capsys.readouterr().out
+    assert main(["purge", "--older-than", "1d", "--dry-run", "--practice", "alpha"]) == 0
+    assert str(deployment.data / "practices" / "alpha") in capsys.readouterr().out
+    assert main(["claim", "list", "--practice", "delta"]) == 2
+    assert "(practices: alpha, beta)" in capsys.readouterr().err
