@@ -275,3 +275,16 @@ def test_the_cli_works_on_one_practice_by_name(deployment, monkeypatch, capsys):
     assert str(deployment.data / "practices" / "alpha") in capsys.readouterr().out
     assert main(["claim", "list", "--practice", "delta"]) == 2
     assert "(practices: alpha, beta)" in capsys.readouterr().err
+
+
+def test_no_run_of_any_practice_shows_phi_or_a_key(deployment, monkeypatch, tmp_path):
+    from claims_pipeline_tests.leak_scan import instance_haystacks, needles_from_ehr
+
+    assert deployment.sync("alpha").success
+    monkeypatch.setenv("BETA_CLAIMS_API_KEY", KEYS["alpha"])  # a refused key, in an error
+    assert not deployment.sync("beta").success
+    monkeypatch.setenv("BETA_CLAIMS_API_KEY", KEYS["beta"])
+    assert deployment.sync("beta").success
+    needles = needles_from_ehr(f"sqlite:///{tmp_path / 'alpha.sqlite'}", KEYS.values())
+    hits = needles.scan(instance_haystacks(deployment.instance))
+    assert not hits, "\n".join(map(str, hits))
