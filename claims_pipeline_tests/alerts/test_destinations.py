@@ -207,3 +207,20 @@ def test_a_half_or_wrongly_configured_destination_names_the_setting(monkeypatch,
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=named):
         destinations_from_environment()
+
+
+def test_a_practice_with_its_own_destinations_overrides_the_deployments(monkeypatch):
+    monkeypatch.setenv("CLAIMS_ALERT_WEBHOOK_URL", "https://hooks.example.org/all")
+    monkeypatch.setenv("RIVERSIDE_CLAIMS_ALERT_SMTP_HOST", "smtp.riverside.example")
+    monkeypatch.setenv("RIVERSIDE_CLAIMS_ALERT_SMTP_FROM", "dagster@example.org")
+    monkeypatch.setenv("RIVERSIDE_CLAIMS_ALERT_SMTP_TO", "billing@riverside.example")
+    (own,) = destinations_from_environment("RIVERSIDE_")
+    assert (type(own).__name__, own.host, own.recipients) == (
+        "EmailDestination",
+        "smtp.riverside.example",
+        ("billing@riverside.example",),
+    )
+    # A practice without variables of its own alerts where the deployment does.
+    (shared,) = destinations_from_environment("LAKESIDE_")
+    assert shared.url == "https://hooks.example.org/all"
+    assert [type(x) for x in destinations_from_environment()] == [type(shared)]

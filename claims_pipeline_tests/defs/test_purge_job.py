@@ -100,3 +100,31 @@ def test_the_schedule_starts_stopped_and_runs_the_purge_job():
     loaded = defs()
     assert loaded.get_schedule_def("nightly_claims_purge").job_name == "claims_purge"
     assert loaded.resolve_job_def("claims_purge") is not None
+
+
+def test_with_practice_files_each_practice_is_purged_in_its_own_folder(tmp_path, monkeypatch):
+    from claims_pipeline.definitions import defs
+
+    for name, tenant in (("alpha", 1), ("beta", 2)):
+        folder = tmp_path / "practices" / name
+        folder.mkdir(parents=True)
+        (folder / "defs.yaml").write_text(
+            "type: claims_pipeline.components.ClaimsPractice\nattributes:\n"
+            f"  name: {name}\n  tenant_id: {tenant}\n  api_key_env: {name.upper()}_KEY\n"
+            f"  ehr_url_env: {name.upper()}_EHR\n  first_date: '2025-01-01'\n"
+        )
+    monkeypatch.setenv("CLAIMS_PRACTICES_DIR", str(tmp_path / "practices"))
+    monkeypatch.setenv("CLAIMS_DATA_DIR", str(tmp_path / "data"))
+    alpha = _stored(tmp_path / "data" / "practices" / "alpha", [200, 1])
+    beta = _stored(tmp_path / "data" / "practices" / "beta", [200, 1])
+    loaded = defs()
+    job = loaded.resolve_job_def("claims_purge")
+    config = {"ops": {"purge_stored_phi": {"config": {"practice": "alpha"}}}}
+    assert job.execute_in_process(run_config=config).success
+    assert len(alpha.partitions("claims")) == 1
+    assert len(beta.partitions("claims")) == 2  # beta is not touched
+    assert job.execute_in_process().success  # every practice
+    assert len(beta.partitions("claims")) == 1
+    unknown = {"ops": {"purge_stored_phi": {"config": {"practice": "gamma"}}}}
+    failed = job.execute_in_process(run_config=unknown, raise_on_error=False)
+    assert not failed.success
