@@ -265,7 +265,7 @@ def run_backfill(
     last: date,
     cwd: Path,
     run_config: dict[str, Any] | None = None,
-    timeout: float = 600,
+    timeout: float = 300,
 ) -> BackfillResult:
     """What an operator types (README, "Running against a real EHR and API"): one run that
     materializes every asset over ``first``..``last``, with the executor ``env`` selects."""
