@@ -150,11 +150,13 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
         # every billable encounter but those with a planted defect
         assert len(scaled_claims[TENANT_ID]) == seeded.billable_encounters - len(seeded.defects)
 
-        # The Parquet files are in the bucket, one per asset and day, and no local disk was used.
-        stored = s3.objects("claims")
-        for asset in ("ehr_encounters", "claims", "claim_rejections"):
-            days = {key.split("/")[-1] for key in stored if key.startswith(f"claims/{asset}/")}
-            assert days == {f"{day.isoformat()}.parquet" for day in date_range(first, last)}
+        # The bucket holds the Parquet files the one-process run wrote locally (same paths, one
+        # per asset and day), and no local disk was used.
+        in_bucket = parquet_files(s3.objects("claims"), "claims/")
+        assert in_bucket == parquet_files(files_under(tmp_path / "single_data"), "")
+        days = {f"{day.isoformat()}.parquet" for day in date_range(first, last)}
+        assert {path.rsplit("/", 1)[-1] for path in in_bucket} == days
+        assert len(in_bucket) >= 3 * DAYS  # encounters, claims, rejections at least
         for worker in workers:
             assert files_under(worker.directory) == [], worker.name
             assert files_under(worker.home) == ["dagster.yaml"], worker.name
@@ -164,6 +166,10 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
 
 def emulator_config(path: Path) -> EmulatorConfig:
     return EmulatorConfig(db_path=path, api_key=API_KEY, tenant_id=TENANT_ID)
+
+
+def parquet_files(paths: list[str], prefix: str) -> set[str]:
+    return {p.removeprefix(prefix) for p in paths if p.endswith(".parquet")}
 
 
 def date_range(first: date, last: date) -> list[date]:
