@@ -336,7 +336,7 @@ class _Emulator:
         given = request.headers.get(API_KEY_HEADER, "").encode()
         owners = [
             tenant
-            for tenant, key in self.config.keys().items()
+            for tenant, key in self.config.tenant_keys().items()
             if hmac.compare_digest(given, key.get_secret_value().encode())
         ]
         if not owners:

@@ -27,7 +27,7 @@ class EmulatorConfig(BaseModel):
     seed: int | None = None
     other_tenants: dict[int, SecretStr] = {}
 
-    def keys(self) -> dict[int, SecretStr]:
+    def tenant_keys(self) -> dict[int, SecretStr]:
         """Every tenant served, with its key."""
         return {**self.other_tenants, self.tenant_id: self.api_key}
 

@@ -211,7 +211,7 @@ class RunningEmulator:
             "GET",
             "/_emulator/claims",
             params={"tenant_id": tenant},
-            key=self.config.keys()[tenant].get_secret_value(),
+            key=self.config.tenant_keys()[tenant].get_secret_value(),
         )
         claims: list[dict[str, Any]] = response.json()["claims"]
         return claims

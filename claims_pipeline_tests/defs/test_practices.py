@@ -288,3 +288,29 @@ def test_no_run_of_any_practice_shows_phi_or_a_key(deployment, monkeypatch, tmp_
     needles = needles_from_ehr(f"sqlite:///{tmp_path / 'alpha.sqlite'}", KEYS.values())
     hits = needles.scan(instance_haystacks(deployment.instance))
     assert not hits, "\n".join(map(str, hits))
+
+
+def test_each_nightly_schedule_asks_for_its_practices_own_yesterday(deployment):
+    from datetime import UTC, datetime, time
+    from zoneinfo import ZoneInfo
+
+    from claims_pipeline.definitions import defs
+
+    loaded = defs()
+    # 11:00 UTC: 05:00 or 06:00 in Chicago, midnight or the next morning in Auckland.
+    tick = datetime.combine(date.today(), time(11), UTC)
+    for practice, zone, lookback in (
+        ("alpha", "America/Chicago", 7),
+        ("beta", "Pacific/Auckland", 3),
+    ):
+        schedule = loaded.get_schedule_def(f"nightly_claims_sync_{practice}")
+        resources = {k: v for k, v in loaded.resources.items() if k.startswith(f"{practice}__")}
+        with dg.build_schedule_context(
+            scheduled_execution_time=tick, resources=resources
+        ) as context:
+            (request,) = schedule.evaluate_tick(context).run_requests
+        yesterday = tick.astimezone(ZoneInfo(zone)).date() - timedelta(days=1)
+        assert request.tags["dagster/asset_partition_range_end"] == yesterday.isoformat()
+        start = yesterday - timedelta(days=lookback)
+        assert request.tags["dagster/asset_partition_range_start"] == start.isoformat()
+        assert schedule.job_name == f"claims_sync_{practice}"

@@ -266,12 +266,14 @@ def run_backfill(
     cwd: Path,
     run_config: dict[str, Any] | None = None,
     timeout: float = 300,
+    select: str = "*",
 ) -> BackfillResult:
     """What an operator types (README, "Running against a real EHR and API"): one run that
-    materializes every asset over ``first``..``last``, with the executor ``env`` selects."""
+    materializes the ``select``ed assets (every asset; ``group:<practice>`` for a practice)
+    over ``first``..``last``, with the executor ``env`` selects."""
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "claims_pipeline.definitions", "--select", "*",
+        "-m", "claims_pipeline.definitions", "--select", select,
         "--partition-range", f"{first.isoformat()}...{last.isoformat()}",
     ]  # fmt: skip
     if run_config:
@@ -303,10 +305,11 @@ def claims_by_tenant(*emulators: RunningEmulator) -> dict[int, dict[tuple[str, s
     (content hash, content as posted). Ids, versions and times are the server's, left out."""
     held: dict[int, dict[tuple[str, str], Any]] = {}
     for emulator in emulators:
-        tenant = held.setdefault(emulator.tenant_id, {})
-        for claim in emulator.claims():
-            key = (claim["provider_npi"], claim["claim_submitter_identifier"])
-            tenant[key] = (claim["content_hash"], json.dumps(claim["content"], sort_keys=True))
+        for tenant_id in emulator.config.tenant_keys():
+            tenant = held.setdefault(tenant_id, {})
+            for claim in emulator.claims(tenant_id):
+                key = (claim["provider_npi"], claim["claim_submitter_identifier"])
+                tenant[key] = (claim["content_hash"], json.dumps(claim["content"], sort_keys=True))
     return held
 
 

@@ -1,7 +1,9 @@
-"""Scale-out, proven (docs/deploying.md, "Scale-out on Celery"): a 30-day backfill whose steps
-run on two Celery workers, each in its own working directory, with Dagster's storage, the EHR
-and the delivery ledger on PostgreSQL and the Parquet files on an S3 endpoint, delivers exactly
-the claims a single-process run of the same data delivers.
+"""Scale-out, proven (docs/deploying.md, "Scale-out on Celery"): three practices (reference,
+OpenEMR and sql-adapter EHRs, three time zones, three tenants) each backfill 30 days at once,
+their steps on two Celery workers, each worker in its own working directory, with Dagster's
+storage, the EHRs and the delivery ledger on PostgreSQL and the Parquet files on an S3 endpoint;
+the import API ends with exactly the claims of a single-process run of the same data, each
+tenant its own.
 
 Needs PostgreSQL (CLAIMS_TEST_POSTGRES_URL) and RabbitMQ on 127.0.0.1:5672 (CELERY_BROKER_URL
 to use another); skipped with the reason when either is missing, a failure with
@@ -12,14 +14,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 
+from benchmarks.datagen import generate
+from claims_pipeline.demo.practices import QUERY_FILE
 from claims_pipeline.demo.seed import seed_demo
 from claims_pipeline.emulator import EmulatorConfig, running_emulator
 from claims_pipeline_tests.databases import REQUIRE_SERVICES, SERVICES, fresh_database
@@ -42,10 +48,15 @@ from claims_pipeline_tests.deploy.services import (
 pytestmark = [pytest.mark.slow, SERVICES]
 
 DAYS = 30
-ENCOUNTERS_PER_DAY = 20
+ENCOUNTERS_PER_DAY = 8
 WORKERS = 2
-API_KEY = "scaleout-key-5d1c7e20b8"
-TENANT_ID = 57
+#: name -> (tenant, EHR schema, time zone)
+PRACTICES = {
+    "alpha": (501, "reference", "America/Chicago"),
+    "beta": (502, "openemr", "Pacific/Auckland"),
+    "gamma": (503, "sql", "Pacific/Honolulu"),
+}
+KEYS = {tenant: f"scaleout-key-{tenant}-5d1c7e20" for tenant, _, _ in PRACTICES.values()}
 
 
 def require_broker() -> str:
@@ -67,32 +78,82 @@ def plain(url) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(tmp_path: Path):
-    broker_url = require_broker()
-    last = date.today() - timedelta(days=1)
-    first = last - timedelta(days=DAYS - 1)
-
-    with (
-        fresh_database("postgresql", tmp_path) as ehr_url,
-        fresh_database("postgresql", tmp_path) as dagster_url,
-        fresh_database("postgresql", tmp_path) as ledger_url,
-        moto_s3(tmp_path) as s3,
-        running_emulator(emulator_config(tmp_path / "celery_api.sqlite")) as celery_api,
-        running_emulator(emulator_config(tmp_path / "single_api.sqlite")) as single_api,
-    ):
-        seeded = seed_demo(plain(ehr_url), days=DAYS, encounters_per_day=ENCOUNTERS_PER_DAY)
-        practice = {
-            "EHR_DATABASE_URL": plain(ehr_url),
-            "EHR_SCHEMA": "reference",
-            "CLAIMS_API_KEY": API_KEY,
-            "CLAIMS_TENANT_ID": str(TENANT_ID),
+def write_practices(directory: Path, first_date: date) -> None:
+    for name, (tenant, schema, zone) in PRACTICES.items():
+        attributes = {
+            "name": name,
+            "tenant_id": tenant,
+            "api_key_env": f"{name.upper()}_CLAIMS_API_KEY",
+            "ehr_url_env": f"{name.upper()}_EHR_DATABASE_URL",
+            "ehr_schema": schema,
+            "timezone": zone,
+            "first_date": first_date.isoformat(),
         }
+        if schema == "sql":
+            attributes["query_file"] = str(QUERY_FILE)
+        (directory / name).mkdir(parents=True)
+        (directory / name / "defs.yaml").write_text(
+            yaml.safe_dump(
+                {"type": "claims_pipeline.components.ClaimsPractice", "attributes": attributes}
+            )
+        )
 
-        # The reference: one process, a local data directory, the default SQLite ledger.
+
+def seed(name: str, url: str) -> None:
+    """The practice's EHR: OpenEMR tables, or the reference schema (read by the reference or
+    the sql adapter), over the days of the run and a few more."""
+    if PRACTICES[name][1] == "openemr":
+        generate(url, DAYS * ENCOUNTERS_PER_DAY * 3, schema="openemr", days=DAYS + 3)
+    else:
+        seed_demo(url, days=DAYS + 3, encounters_per_day=ENCOUNTERS_PER_DAY, seed=len(name))
+
+
+def backfill_all(env: dict[str, str], first: date, last: date, cwd: Path, **kwargs: Any):
+    """One backfill per practice (`--select group:<name>`), all three at once."""
+    with ThreadPoolExecutor(len(PRACTICES)) as pool:
+        futures = {
+            name: pool.submit(
+                run_backfill, env, first, last, cwd=cwd, select=f"group:{name}", **kwargs
+            )
+            for name in PRACTICES
+        }
+    return {name: future.result() for name, future in futures.items()}
+
+
+def test_three_practices_backfilled_on_celery_and_object_storage_match_one_process(
+    tmp_path: Path,
+):
+    broker_url = require_broker()
+    # complete days in every practice's time zone
+    last = date.today() - timedelta(days=2)
+    first = last - timedelta(days=DAYS - 1)
+    practices_dir = tmp_path / "practices"
+    write_practices(practices_dir, first - timedelta(days=1))
+
+    with ExitStack() as stack:
+        ehr_urls = {
+            name: plain(stack.enter_context(fresh_database("postgresql", tmp_path)))
+            for name in PRACTICES
+        }
+        dagster_url = stack.enter_context(fresh_database("postgresql", tmp_path))
+        ledger_url = stack.enter_context(fresh_database("postgresql", tmp_path))
+        s3 = stack.enter_context(moto_s3(tmp_path))
+        celery_api = stack.enter_context(running_emulator(emulator_config(tmp_path / "c.sqlite")))
+        single_api = stack.enter_context(running_emulator(emulator_config(tmp_path / "s.sqlite")))
+        for name, url in ehr_urls.items():
+            seed(name, url)
+        practices = {"CLAIMS_PRACTICES_DIR": str(practices_dir)}
+        for name, (tenant, _, _) in PRACTICES.items():
+            practices[f"{name.upper()}_EHR_DATABASE_URL"] = ehr_urls[name]
+            practices[f"{name.upper()}_CLAIMS_API_KEY"] = KEYS[tenant]
+
+        # The reference: one process per practice, local data directories, SQLite ledgers.
         single_home = copy_instance_yaml(PROJECT_ROOT / "dagster.yaml", tmp_path / "single_home")
-        single = run_backfill(
+        with dg.DagsterInstance.from_config(str(single_home)):
+            pass  # its SQLite storage created once, before three processes open it at once
+        single = backfill_all(
             child_environment(
-                **practice,
+                **practices,
                 CLAIMS_API_URL=single_api.url,
                 CLAIMS_EXECUTOR="in_process",
                 CLAIMS_DATA_DIR=str(tmp_path / "single_data"),
@@ -102,11 +163,12 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
             last,
             cwd=tmp_path,
         )
-        assert single.returncode == 0, single.output[-5000:]
+        for name, result in single.items():
+            assert result.returncode == 0, name + result.output[-5000:]
 
         # Scaled out: steps on Celery workers, nothing on a shared local disk.
         scaled_env = child_environment(
-            **practice,
+            **practices,
             **s3.env(),
             CLAIMS_API_URL=celery_api.url,
             CLAIMS_EXECUTOR="celery",
@@ -120,7 +182,7 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
         launcher_home = postgres_instance_home(launcher / "dagster_home")
         (launcher / "cwd").mkdir()
         with celery_workers(tmp_path / "workers", WORKERS, scaled_env, queue) as workers:
-            scaled = run_backfill(
+            scaled = backfill_all(
                 {**scaled_env, "DAGSTER_HOME": str(launcher_home)},
                 first,
                 last,
@@ -128,35 +190,48 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
                 run_config=celery_queue_config(queue),
             )
             worker_logs = {w.name: w.log.read_text(errors="replace") for w in workers}
-        assert scaled.returncode == 0, scaled.output[-5000:] + "\n".join(
-            log[-3000:] for log in worker_logs.values()
-        )
+        for name, result in scaled.items():
+            assert result.returncode == 0, (
+                name
+                + result.output[-5000:]
+                + "\n".join(log[-3000:] for log in worker_logs.values())
+            )
 
         worker_names = {w.pid: w.name for w in workers}
         with os_environ(DAGSTER_PG_URL=psycopg2(dagster_url)):
             # read through an instance of its own: the launcher's home must stay untouched
             ran_on = step_processes(postgres_instance_home(tmp_path / "reader"), worker_names)
         single_steps = step_processes(single_home, {})
-        report(single, scaled, ran_on, seeded.encounters)
+        report(single, scaled, ran_on)
 
         # The same steps as in one process, each run by one of the worker processes (none by
-        # the launching process).
+        # the launching process), and both workers used.
         assert set(ran_on) == set(single_steps), ran_on
         assert all(name is not None for name in ran_on.values()), ran_on
+        assert len(set(ran_on.values())) == WORKERS, ran_on
 
-        # The API holds the same claims, with the same content, as after the one-process run.
+        # The API holds the same claims, with the same content, as after the one-process runs,
+        # each tenant its own practice's (keys of one practice's adapter only).
         scaled_claims = claims_by_tenant(celery_api)
         assert scaled_claims == claims_by_tenant(single_api)
-        # every billable encounter but those with a planted defect
-        assert len(scaled_claims[TENANT_ID]) == seeded.billable_encounters - len(seeded.defects)
+        assert set(scaled_claims) == set(KEYS)
+        for tenant, claims in scaled_claims.items():
+            assert len(claims) > DAYS, tenant
+        prefixes = {
+            tenant: {key[1].rstrip("0123456789") for key in claims}
+            for tenant, claims in scaled_claims.items()
+        }
+        assert prefixes[PRACTICES["alpha"][0]].isdisjoint(prefixes[PRACTICES["beta"][0]])
 
-        # The bucket holds the Parquet files the one-process run wrote locally (same paths, one
-        # per asset and day), and no local disk was used.
+        # The bucket holds the Parquet files the one-process runs wrote locally (same paths,
+        # each practice under its own prefix), and no local disk was used.
         in_bucket = parquet_files(s3.objects("claims"), "claims/")
         assert in_bucket == parquet_files(files_under(tmp_path / "single_data"), "")
-        days = {f"{day.isoformat()}.parquet" for day in date_range(first, last)}
-        assert {path.rsplit("/", 1)[-1] for path in in_bucket} == days
-        assert len(in_bucket) >= 3 * DAYS  # encounters, claims, rejections at least
+        for name in PRACTICES:
+            own = {p for p in in_bucket if p.startswith(f"practices/{name}/claims/")}
+            assert {p.rsplit("/", 1)[-1] for p in own} == {
+                f"{day.isoformat()}.parquet" for day in date_range(first, last)
+            }
         for worker in workers:
             assert files_under(worker.directory) == [], worker.name
             assert files_under(worker.home) == ["dagster.yaml"], worker.name
@@ -165,7 +240,14 @@ def test_a_celery_backfill_on_object_storage_delivers_what_one_process_delivers(
 
 
 def emulator_config(path: Path) -> EmulatorConfig:
-    return EmulatorConfig(db_path=path, api_key=API_KEY, tenant_id=TENANT_ID)
+    """One emulator serving the three tenants, each with its own key."""
+    (first, *others) = KEYS
+    return EmulatorConfig(
+        db_path=path,
+        api_key=KEYS[first],
+        tenant_id=first,
+        other_tenants={tenant: KEYS[tenant] for tenant in others},
+    )
 
 
 def parquet_files(paths: list[str], prefix: str) -> set[str]:
@@ -196,23 +278,28 @@ def os_environ(**values: str) -> Iterator[None]:
 
 
 def step_processes(home: Path, worker_names: dict[int, str]) -> dict[str, str | None]:
-    """For the one run on the instance in ``home``: each step's key -> the name of the worker
-    whose process started it (None for any other process). Asserts the run succeeded."""
+    """For the runs on the instance in ``home``: each step's key -> the name of the worker
+    whose process started it (None for any other process). Asserts every run succeeded."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        (run,) = instance.get_runs()
-        assert run.status == dg.DagsterRunStatus.SUCCESS
-        starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-        return {
-            entry.step_key: worker_names.get(entry.dagster_event.pid)
-            for entry in starts
-            if entry.step_key and entry.dagster_event
-        }
+        runs = instance.get_runs()
+        assert len(runs) == len(PRACTICES)
+        started: dict[str, str | None] = {}
+        for run in runs:
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            for entry in starts:
+                if entry.step_key and entry.dagster_event:
+                    started[entry.step_key] = worker_names.get(entry.dagster_event.pid)
+        return started
 
 
-def report(single: BackfillResult, scaled: BackfillResult, ran_on: dict, encounters: int) -> None:
-    workers_used = len(set(ran_on.values()))
+def report(
+    single: dict[str, BackfillResult], scaled: dict[str, BackfillResult], ran_on: dict
+) -> None:
+    """Wall time of the three concurrent backfills (the slowest), for docs/deploying.md."""
+    steps_per_worker = {name: list(ran_on.values()).count(name) for name in set(ran_on.values())}
     print(
-        f"\nscale-out: {DAYS} days, {encounters} encounters; single process "
-        f"{single.seconds:.1f} s; Celery, {WORKERS} workers ({workers_used} ran steps): "
-        f"{scaled.seconds:.1f} s; steps: {ran_on}"
+        f"\nscale-out: {len(PRACTICES)} practices x {DAYS} days at once; single process "
+        f"{max(r.seconds for r in single.values()):.1f} s; Celery, {WORKERS} workers "
+        f"{max(r.seconds for r in scaled.values()):.1f} s; steps per worker: {steps_per_worker}"
     )
