@@ -33,7 +33,6 @@ ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 PRACTICE_FILE = "defs.yaml"
 #: The pool every practice's delivery step runs in is this, suffixed with its name.
 API_POOL = "claims_api"
-RESOURCE_KINDS = ("ehr", "claims_api", "claims_storage", "quality_gates")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,8 @@ class Practice:
         return base if self.name is None else f"{base}_{self.name}"
 
     def resource_key(self, kind: str) -> str:
-        """Key of this practice's resource of a kind (:data:`RESOURCE_KINDS`)."""
+        """Key of this practice's resource of a kind (ehr, claims_api, claims_storage,
+        quality_gates: ``defs/resources.py``)."""
         return kind if self.name is None else f"{self.name}__{kind}"
 
     @property
