@@ -314,3 +314,29 @@ def test_each_nightly_schedule_asks_for_its_practices_own_yesterday(deployment):
         start = yesterday - timedelta(days=lookback)
         assert request.tags["dagster/asset_partition_range_start"] == start.isoformat()
         assert schedule.job_name == f"claims_sync_{practice}"
+
+
+def test_the_code_location_loads_with_practice_files_in_a_fresh_process(deployment):
+    """What the code server does: `dg check defs` and `dagster definitions validate`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for command in (
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "claims_pipeline.definitions",
+        ],
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
+    ):
+        done = subprocess.run(
+            command, cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
