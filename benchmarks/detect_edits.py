@@ -17,7 +17,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from benchmarks.datagen import generate, recreate_postgres_database
+from claims_pipeline.demo.bulk import generate, recreate_postgres_database
 from claims_pipeline.sources.changes import changed_days, day_fingerprints
 
 

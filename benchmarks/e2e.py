@@ -7,7 +7,7 @@
 
 For each N it:
 
-1. writes N billable charge lines into a fresh EHR database (:mod:`benchmarks.datagen`; all
+1. writes N billable charge lines into a fresh EHR database (:mod:`claims_pipeline.demo.bulk`; all
    on one date of service unless ``--days``, the worst case for memory), or, with
    ``--generator demo``, seeds the demo practice (``seed_demo``) for a backfill;
 2. runs the real assets (``ehr_encounters``, ``claims`` + ``claim_rejections``,
@@ -51,7 +51,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks import datagen
+from claims_pipeline.demo import bulk as datagen
 
 API_KEY = "bench-key-5e0c7a1d93"
 TENANT_ID = 4242

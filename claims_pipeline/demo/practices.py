@@ -32,7 +32,7 @@ class DemoPractice:
 DEMO_PRACTICES = (
     DemoPractice("riverside", 1001, "reference", "America/Chicago", 7),
     DemoPractice("lakeside", 1002, "sql", "America/New_York", 11),
-    DemoPractice("summit", 1003, "reference", "Pacific/Honolulu", 13),
+    DemoPractice("summit", 1003, "openemr", "Pacific/Honolulu", 13),
 )
 QUERY_FILE = Path(__file__).with_name("reference_query.sql")
 
@@ -66,7 +66,6 @@ def run_practices_demo(count: int, days: int, encounters_per_day: int, seed_days
     """Seed ``count`` practices (if absent), sync each one's last ``days`` days (in its own
     time zone) through its own job, and print a table; 1 when a practice's run failed."""
     from claims_pipeline.demo.run import dagster_home, run_job
-    from claims_pipeline.demo.seed import is_seeded, seed_demo
     from claims_pipeline.emulator.config import EmulatorConfig
     from claims_pipeline.emulator.server import running_emulator
 
@@ -84,12 +83,11 @@ def run_practices_demo(count: int, days: int, encounters_per_day: int, seed_days
     os.environ[practices.CLAIMS_PRACTICES_DIR.name] = str(directory)
     keys = {p.tenant_id: secrets.token_urlsafe(24) for p in chosen}
     for practice in chosen:
-        url = f"sqlite:///{data_dir / f'demo_ehr_{practice.name}.sqlite'}"
-        if not is_seeded(url):
-            print(f"Seeding {practice.name}'s EHR ({seed_days} days x {encounters_per_day})...")
-            seed_demo(
-                url, days=seed_days, encounters_per_day=encounters_per_day, seed=practice.seed
-            )
+        path = data_dir / f"demo_ehr_{practice.name}.sqlite"
+        url = f"sqlite:///{path}"
+        if not path.exists():
+            print(f"Seeding {practice.name}'s EHR ({practice.ehr_schema}, {seed_days} days)...")
+            seed(practice, url, seed_days, encounters_per_day)
         prefix = practice.name.upper()
         os.environ[f"{prefix}_EHR_DATABASE_URL"] = url
         os.environ[f"{prefix}_CLAIMS_API_KEY"] = keys[practice.tenant_id]
@@ -122,6 +120,22 @@ def run_practices_demo(count: int, days: int, encounters_per_day: int, seed_days
     print(f"See the runs:    DAGSTER_HOME={home} CLAIMS_PRACTICES_DIR={directory} dagster dev")
     print(f"PHI at rest lives in {data_dir}/practices/<name> (delete it to start over).")
     return 1 if failed else 0
+
+
+def seed(practice: DemoPractice, url: str, days: int, encounters_per_day: int) -> None:
+    """A synthetic EHR of the practice's schema, days ending yesterday: OpenEMR's tables from
+    the bulk generator (three lines an encounter on average), else the reference schema (read
+    by the reference or the sql adapter)."""
+    if practice.ehr_schema == "openemr":
+        from claims_pipeline.demo.bulk import generate
+
+        generate(
+            url, days * encounters_per_day * 3, schema="openemr", days=days, seed=practice.seed
+        )
+    else:
+        from claims_pipeline.demo.seed import seed_demo
+
+        seed_demo(url, days=days, encounters_per_day=encounters_per_day, seed=practice.seed)
 
 
 def _tally(store: PartitionStore, first: date, last: date) -> Counter[str]:

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from benchmarks.datagen import generate
 from claims_pipeline.components.claims_practice import load_practices
 from claims_pipeline.defs.claims_sync.schedules import range_tags
+from claims_pipeline.demo.bulk import generate
 from claims_pipeline.demo.seed import seed_demo
 from claims_pipeline.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from claims_pipeline.errors import ConfigurationError

@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from benchmarks.datagen import generate
+from claims_pipeline.demo.bulk import generate
 from claims_pipeline.demo.practices import QUERY_FILE
 from claims_pipeline.demo.seed import seed_demo
 from claims_pipeline.emulator import EmulatorConfig, running_emulator

@@ -1,4 +1,5 @@
-"""Bulk synthetic EHR data for the benchmarks: exactly N billable charge lines, fast.
+"""Bulk synthetic EHR data: exactly N billable charge lines, fast, in the reference or OpenEMR
+tables (the benchmarks, the OpenEMR practice of `claims-pipeline demo --practices`, tests).
 
 ``claims_pipeline.demo.seed.seed_demo`` draws a realistic practice visit by visit and inserts
 through SQLAlchemy (about 15,000 encounters/s here); it is the right tool for the 365-day
@@ -100,15 +101,19 @@ def _phone_digits(phone: str) -> str:
     return digits[-10:]
 
 
+#: One table row, in the table's column order.
+Row = tuple[Any, ...]
+
+
 @dataclass
 class _Plan:
     """The draws shared by both schemas: people, encounters, their diagnoses and lines."""
 
-    patients: list[tuple]  # (id, first, last, dob, sex, payer index, member id)
-    providers: list[tuple]  # (id, first, last, credential, npi)
-    encounters: list[tuple]  # (id, patient, provider, facility, day, status, number, created)
+    patients: list[Row]  # (id, first, last, dob, sex, payer index, member id)
+    providers: list[Row]  # (id, first, last, credential, npi)
+    encounters: list[Row]  # (id, patient, provider, facility, day, status, number, created)
     diagnoses: list[list[str]]  # per encounter
-    lines: list[list[tuple]]  # per encounter: (code, modifiers, units, amount, pointer codes)
+    lines: list[list[Row]]  # per encounter: (code, modifiers, units, amount, pointer codes)
     defective: int
     non_billable: int
 
@@ -202,7 +207,7 @@ def _plan(rng: random.Random, lines: int, days: Sequence[date]) -> _Plan:
 # --- the reference schema ------------------------------------------------------------------
 
 
-def _reference_rows(plan: _Plan) -> dict[str, Iterator[tuple]]:
+def _reference_rows(plan: _Plan) -> dict[str, Iterator[Row]]:
     from claims_pipeline.sources import reference as ref
 
     facilities = (
@@ -239,7 +244,7 @@ def _reference_rows(plan: _Plan) -> dict[str, Iterator[tuple]]:
         for sequence, code in enumerate(codes, start=1)
     )
 
-    def charges() -> Iterator[tuple]:
+    def charges() -> Iterator[Row]:
         charge_id = 0
         for encounter, lines in zip(plan.encounters, plan.lines, strict=True):
             for number, (code, modifiers, units, amount, pointers) in enumerate(lines, start=1):
@@ -274,7 +279,7 @@ def _reference_rows(plan: _Plan) -> dict[str, Iterator[tuple]]:
 # --- the OpenEMR schema --------------------------------------------------------------------
 
 
-def _openemr_rows(plan: _Plan) -> dict[str, Iterator[tuple]]:
+def _openemr_rows(plan: _Plan) -> dict[str, Iterator[Row]]:
     facilities = (
         (i, f.name, f.street, f.city, f.state, f.postal_code, int(f.place_of_service), None)
         for i, f in enumerate(catalog.FACILITIES, start=1)
@@ -304,7 +309,7 @@ def _openemr_rows(plan: _Plan) -> dict[str, Iterator[tuple]]:
         for (eid, patient, provider, facility, _, _, _, created), _, _ in billable
     )
 
-    def billing() -> Iterator[tuple]:
+    def billing() -> Iterator[Row]:
         billing_id = 0
         for (eid, patient, _, _, _, _, _, created), codes, lines in billable:
             for code in codes:
@@ -352,7 +357,7 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def _load_sqlite(path: str, metadata: sa.MetaData, rows: dict[str, Iterator[tuple]]) -> None:
+def _load_sqlite(path: str, metadata: sa.MetaData, rows: dict[str, Iterator[Row]]) -> None:
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode = OFF")
@@ -373,7 +378,7 @@ def _load_sqlite(path: str, metadata: sa.MetaData, rows: dict[str, Iterator[tupl
         connection.close()
 
 
-def _load_postgres(url: sa.URL, metadata: sa.MetaData, rows: dict[str, Iterator[tuple]]) -> None:
+def _load_postgres(url: sa.URL, metadata: sa.MetaData, rows: dict[str, Iterator[Row]]) -> None:
     import psycopg
 
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -431,7 +436,7 @@ def generate(
         engine.dispose()
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        _load_sqlite(parsed.database, metadata, rows)
+        _load_sqlite(parsed.database or "", metadata, rows)
     elif parsed.get_backend_name() == "postgresql":
         _load_postgres(parsed, metadata, rows)
     else:
