@@ -5,6 +5,7 @@ refused with 403, as by the real service)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -340,3 +341,34 @@ def test_the_code_location_loads_with_practice_files_in_a_fresh_process(deployme
             command, cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_a_practice_with_its_own_alert_destination_gets_its_failures(deployment, monkeypatch):
+    from claims_pipeline.alerts.destinations import ALERT_SETTINGS
+    from claims_pipeline.defs.alerts.sensors import claims_run_failure_alert
+    from claims_pipeline_tests.alerts.receivers import http_receiver
+
+    for setting in ALERT_SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    write_practice(deployment.practices, "alpha", timezone="UTC", alerts_env_prefix="ALPHA_")
+    missing = f"sqlite:///{deployment.data}/missing.sqlite"
+    monkeypatch.setenv("ALPHA_EHR_DATABASE_URL", missing)
+    monkeypatch.setenv("BETA_EHR_DATABASE_URL", missing)
+    with http_receiver() as receiver:
+        monkeypatch.setenv("ALPHA_CLAIMS_ALERT_WEBHOOK_URL", f"{receiver.url}/alpha")
+        outcomes = {}
+        for practice in ("alpha", "beta"):
+            result = deployment.sync(practice)
+            assert not result.success
+            context = dg.build_run_status_sensor_context(
+                sensor_name=claims_run_failure_alert.name,
+                dagster_event=result.get_run_failure_event(),
+                dagster_instance=deployment.instance,
+                dagster_run=result.dagster_run,
+            ).for_run_failure()
+            outcomes[practice] = claims_run_failure_alert(context)
+        # alpha's failure went to alpha's own destination; beta has none (nor the deployment).
+        (alert,) = [request.json() for request in receiver.requests]
+        assert "claims_sync_alpha" in json.dumps(alert)
+        assert outcomes["alpha"] is None
+        assert "No alert destination" in outcomes["beta"].skip_message
