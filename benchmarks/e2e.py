@@ -530,7 +530,7 @@ def run_size(args: argparse.Namespace, lines: int, workdir: Path) -> dict[str, A
         results["stages"] = bench.stages()
     if args.floor:
         results["floor"] = bench.floor(workdir / "data-e2e-1" / "claims")
-    if args.dlt_python:
+    if args.dlt_python and (args.days == 1 or not args.targets):
         results["dlt"] = bench.peer()
     results["summary"] = summarise(bench, results)
     report(bench, results)
