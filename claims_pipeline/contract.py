@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
@@ -100,17 +99,19 @@ def canonical_json(payload: Any) -> str:
     """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage: exactly
     ``json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
 
-    orjson writes it about six times faster. Its text is the standard library's for every
-    value a claim holds; where the two could differ it is not used: floats the standard
-    library writes with an exponent (below 1e-4 or from 1e16: orjson writes some of those
-    positionally), NaN and infinities (orjson writes null), integers past 64 bits and lone
-    surrogates (orjson refuses them). Such text, or anything resembling it, goes through
-    ``json.dumps``."""
+    Written by orjson (about six times faster), whose text is the standard library's for every
+    value a claim holds. Where the two could differ, the standard library writes it: floats
+    either writes with an exponent (both always sign it: ``e-``/``e+``), floats below 1e-4
+    that orjson writes positionally (``0.0000``), NaN and infinities (orjson writes ``null``),
+    and what orjson refuses (integers past 64 bits, lone surrogates, non-text keys). A text
+    that merely contains one of these markers also goes through ``json.dumps``: slower, never
+    different. Four substring tests cost a third of a ``json.dumps``; a regular expression
+    cost more than ``json.dumps`` itself."""
     try:
         fast = orjson.dumps(payload, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: let json.dumps encode or raise as it always has
         return _standard_json(payload)
-    if _UNLIKE_STANDARD.search(fast):
+    if b"e-" in fast or b"e+" in fast or b"0.0000" in fast or b"null" in fast:
         return _standard_json(payload)
     return fast.decode()
 
@@ -127,10 +128,6 @@ _ORJSON_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-# An exponent, a float below 1e-4 written positionally, or null (NaN and infinities become
-# null in orjson; a real None falls back too, harmlessly). A string that merely contains one
-# of these also falls back: slower, never different.
-_UNLIKE_STANDARD = re.compile(rb"[0-9][eE]|0\.0000|null")
 
 
 def content_hash(wire_claim: dict[str, Any]) -> str:
