@@ -16,9 +16,7 @@ from typing import Any
 
 
 def _steps(summary: dict[str, Any]) -> str:
-    return " / ".join(
-        f"{(step.get('cpu_seconds') or 0):.1f}" for step in summary["steps"].values()
-    )
+    return " / ".join(f"{(step.get('cpu_seconds') or 0):.1f}" for step in summary["steps"].values())
 
 
 def _cell(summary: dict[str, Any]) -> list[str]:

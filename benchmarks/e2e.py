@@ -665,7 +665,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, help="kept; default a temporary directory")
     parser.add_argument("--reuse-data", action="store_true", help="keep a database from before")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the targets of a --json file written before"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        print_targets(targets(json.loads(args.from_json.read_text())["runs"]))
+        return
     if args.targets:
         args.db, args.schema, args.days = ["sqlite", "postgres"], ["reference", "openemr"], [1, 30]
         args.stages = False
@@ -696,6 +702,8 @@ def main(argv: list[str] | None = None) -> None:
                         key = f"{db}/{schema}/d{days}/{lines}"
                         workdir = root / f"{db}-{schema}-d{days}" / f"n{lines}"
                         everything["runs"][key] = run_size(config, lines, workdir)
+                        if args.json:  # what is done survives a run stopped later
+                            args.json.write_text(json.dumps(everything, indent=2, default=str))
         if args.generator == "bulk":
             everything["targets"] = targets(everything["runs"])
             print_targets(everything["targets"])
