@@ -27,9 +27,14 @@ For each N it:
 ``--profile`` samples every run (and the emulator) with py-spy.
 
 The client-side request cap (CLAIMS_MAX_REQUESTS_PER_SECOND, default 10 req/s: a politeness
-setting toward the real API) is lifted to 100000 for the benchmark: at 10 req/s, posting
-330,000 claims in batches of 100 would take 330 s by itself. The rejection-rate gate is set
-to 1 (the generated data has about 2 % defects anyway).
+setting toward the real API) is lifted to 1000, the most the setting accepts (100,000 claims/s
+in batches of 100): at 10 req/s, posting 330,000 claims would take 330 s by itself. The
+rejection-rate gate is set to 1 (the generated data has about 2 % defects anyway).
+
+``--targets`` runs issue 15's matrix (both databases, both schemas, one day and 30 days) and
+prints each target met or missed; every end-to-end run prints a SHA-256 over every claim's wire
+JSON (sorted by NPI and claim key) and the same over what the emulator stored, to compare with
+a run of other code on the same data (``--workdir`` + ``--reuse-data``).
 """
 
 from __future__ import annotations
@@ -118,6 +123,50 @@ def code_state() -> str:
 # --- helpers -------------------------------------------------------------------------------
 
 
+def wire_digest(claims_dir: Path) -> dict[str, Any]:
+    """SHA-256 over every stored claim's wire JSON (the ``payload`` column: the bytes posted),
+    one ``provider_npi TAB claim_submitter_identifier TAB payload LF`` per claim, sorted by
+    (provider_npi, claim_submitter_identifier): independent of partition, file and row order,
+    so a run before and after a change prove the same claims went out byte for byte."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    rows: list[tuple[str, str, str]] = []
+    for path in sorted(claims_dir.glob("*.parquet")):
+        table = pq.read_table(
+            path, columns=["provider_npi", "claim_submitter_identifier", "payload"]
+        )
+        rows.extend(zip(*(table.column(i).to_pylist() for i in range(3)), strict=True))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    digest = hashlib.sha256()
+    for npi, key, payload in rows:
+        digest.update(f"{npi}\t{key}\t{payload}\n".encode())
+    return {"claims": len(rows), "sha256": digest.hexdigest()}
+
+
+def received_digest(emulator_db: Path) -> dict[str, Any]:
+    """The same digest over what the emulator stored (its ``content`` column, as received and
+    kept), so the wire is checked on the API's side too."""
+    import hashlib
+    import sqlite3
+
+    connection = sqlite3.connect(emulator_db)
+    try:
+        cursor = connection.execute(
+            "SELECT provider_npi, claim_submitter_identifier, content FROM claims "
+            "ORDER BY provider_npi, claim_submitter_identifier"
+        )
+        digest = hashlib.sha256()
+        count = 0
+        for npi, key, content in cursor:
+            digest.update(f"{npi}\t{key}\t{content}\n".encode())
+            count += 1
+    finally:
+        connection.close()
+    return {"claims": count, "sha256": digest.hexdigest()}
+
+
 def _run_child(command: list[str], env: dict[str, str], log: Path) -> None:
     with log.open("w") as out:
         completed = subprocess.run(  # noqa: S603 - this interpreter, our own module
@@ -170,7 +219,8 @@ class Bench:
         tag = f"{self.schema}_{self.args.generator}_{self.lines}_{self.args.days}"
         if self.args.db == "sqlite":
             return f"sqlite:///{self.workdir / f'ehr-{tag}.sqlite'}"
-        return str(sa.make_url(self.args.pg_url).set(database=f"claims_bench_{tag}"))
+        base = sa.make_url(self.args.pg_url)  # its database name is the prefix of ours
+        return str(base.set(database=f"{base.database or 'claims_bench'}_{tag}"))
 
     def prepare_data(self) -> None:
         url = self.database_url()
@@ -294,6 +344,10 @@ class Bench:
             figures["emulator"] = _proc_figures(emulator.pid)
             figures["emulator"]["claims_stored"] = emulator.stats()["claims_stored"]
         figures["load_average_after"] = os.getloadavg()
+        figures["wire_digest"] = wire_digest(data_dir / "claims")
+        figures["received_digest"] = received_digest(
+            self.workdir / f"emulator-e2e-{attempt}.sqlite"
+        )
         return figures
 
     def stages(self) -> dict[str, Any]:
@@ -460,15 +514,143 @@ def report(bench: Bench, results: dict[str, Any]) -> None:
             print(f"  ours (ehr_encounters step {where}): {_rate(s['lines'], ours)} charge lines")
 
 
+def run_size(args: argparse.Namespace, lines: int, workdir: Path) -> dict[str, Any]:
+    """Everything measured for one N in one configuration (database, schema, days)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, lines, workdir)
+    label = f"{lines:,} lines" if args.generator == "bulk" else "seed_demo"
+    print(f"\n-- {label}, {args.db}, {args.schema}, {args.days} day(s)", flush=True)
+    bench.prepare_data()
+    results: dict[str, Any] = {"generated": bench.generated, "e2e": []}
+    for attempt in range(1, args.repeat + 1):
+        results["e2e"].append(bench.end_to_end(attempt))
+        run = results["e2e"][-1]
+        print(
+            f"  e2e run {attempt}: {run['wall_seconds']:.1f} s; wire digest "
+            f"{run['wire_digest']['sha256'][:16]} over {run['wire_digest']['claims']:,} claims "
+            f"(received by the API: {run['received_digest']['sha256'][:16]})",
+            flush=True,
+        )
+    if args.stages:
+        results["stages"] = bench.stages()
+    if args.floor:
+        results["floor"] = bench.floor(workdir / "data-e2e-1" / "claims")
+    if args.dlt_python and (args.days == 1 or not args.targets):
+        results["dlt"] = bench.peer()
+    results["summary"] = summarise(bench, results)
+    report(bench, results)
+    if args.profile:
+        from benchmarks.profile_report import render
+
+        for profile in sorted(workdir.glob("*.pyspy.txt")):
+            print("\n" + render(profile, top=15))
+    for attempt in range(1, args.repeat + 1):  # keep the disk small between sizes
+        shutil.rmtree(workdir / f"data-e2e-{attempt}", ignore_errors=True)
+    shutil.rmtree(workdir / "data-stages", ignore_errors=True)
+    for emulator_db in workdir.glob("emulator-*.sqlite*"):
+        emulator_db.unlink()
+    return results
+
+
+# --- targets (issue 15) ----------------------------------------------------------------------
+
+WALL_TARGET_SECONDS = 60.0
+FLOOR_TARGET_RATIO = 2.0
+RANGED_TARGET_RATIO = 1.10
+PEAK_RSS_TARGET_MIB = 1024.0
+RSS_GROWTH_TARGET = 1.3
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "MISSED")
+
+
+def targets(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 15's targets, each met or missed with its figure, for every configuration run.
+
+    ``runs`` maps ``db/schema/dN/lines`` to a size's results."""
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, figure: str, ok: bool | None) -> None:
+        rows.append({"target": what, "figure": figure, "verdict": _verdict(ok)})
+
+    def at(db: str, schema: str, days: int, lines: int) -> dict[str, Any] | None:
+        return runs.get(f"{db}/{schema}/d{days}/{lines}")
+
+    keys = [key.split("/") for key in runs]
+    largest = max(int(k[3]) for k in keys)
+    smallest = min(int(k[3]) for k in keys)
+    combos = sorted({(k[0], k[1]) for k in keys})
+    for db, schema in combos:
+        one = at(db, schema, 1, largest)
+        ranged = [
+            (int(k[2][1:]), runs["/".join(k)])
+            for k in keys
+            if (k[0], k[1], k[3]) == (db, schema, str(largest)) and k[2] != "d1"
+        ]
+        for days, result in ([(1, one)] if one else []) + ranged:
+            s = result["summary"]
+            where = f"{largest:,} lines, {db}, {schema}, {days} day(s)"
+            add(f"wall <= {WALL_TARGET_SECONDS:.0f} s [{where}]", f"{s['wall_seconds_best']:.1f} s",
+                s["wall_seconds_best"] <= WALL_TARGET_SECONDS)  # fmt: skip
+            ratio = s.get("e2e_over_floor")
+            add(f"<= {FLOOR_TARGET_RATIO}x floor [{where}]",
+                f"{ratio:.2f}x of {s['floor_seconds']:.1f} s" if ratio else "-",
+                None if ratio is None else ratio <= FLOOR_TARGET_RATIO)  # fmt: skip
+            add(f"peak RSS <= 1 GiB [{where}]", f"{s['peak_rss_mib_max']:.0f} MiB",
+                s["peak_rss_mib_max"] <= PEAK_RSS_TARGET_MIB)  # fmt: skip
+            digest = result["e2e"][0]["wire_digest"]
+            add(f"wire digest [{where}]", f"{digest['sha256'][:16]} ({digest['claims']:,} claims)",
+                None)  # fmt: skip
+            rows[-1]["verdict"] = "compare with the run before"
+            rows[-1]["sha256"] = digest["sha256"]
+            if "dlt" in result and "join" in result["dlt"]:
+                ours = s["steps"]["ehr_encounters"]["seconds"]
+                dlt = result["dlt"]["join"]["seconds_best"]
+                lines = s["lines"]
+                add(f"extract >= dlt pyarrow, same join [{where}]",
+                    f"{lines / ours:,.0f} vs {lines / dlt:,.0f} lines/s ({dlt / ours:.2f}x)",
+                    ours <= dlt)  # fmt: skip
+        for days, result in ranged:
+            if one is None:
+                continue
+            ratio = result["summary"]["wall_seconds_best"] / one["summary"]["wall_seconds_best"]
+            add(f"{days}-day ranged run within 10 % of one day [{largest:,}, {db}, {schema}]",
+                f"{result['summary']['wall_seconds_best']:.1f} s / "
+                f"{one['summary']['wall_seconds_best']:.1f} s = {ratio:.2f}",
+                ratio <= RANGED_TARGET_RATIO)  # fmt: skip
+        small = at(db, schema, 1, smallest)
+        if one is not None and small is not None and smallest != largest:
+            growth = one["summary"]["peak_rss_mib_max"] / small["summary"]["peak_rss_mib_max"]
+            add(f"RSS {largest:,} / {smallest:,} <= {RSS_GROWTH_TARGET} [{db}, {schema}]",
+                f"{growth:.2f}", growth <= RSS_GROWTH_TARGET)  # fmt: skip
+    return rows
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    print("\n== targets (issue 15) ==")
+    width = max(len(r["target"]) for r in rows)
+    for row in rows:
+        print(f"  {row['target']:<{width}}  {row['figure']:<36}  {row['verdict']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lines", type=int, nargs="+", default=[100_000])
-    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--schema", choices=datagen.SCHEMAS, default="reference")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), nargs="+", default=["sqlite"])
+    parser.add_argument("--schema", choices=datagen.SCHEMAS, nargs="+", default=["reference"])
     parser.add_argument("--generator", choices=("bulk", "demo"), default="bulk")
-    parser.add_argument("--days", type=int, default=1, help="dates of service to spread over")
+    parser.add_argument(
+        "--days", type=int, nargs="+", default=[1], help="dates of service to spread over"
+    )
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="issue 15's matrix: --db sqlite postgres --schema reference openemr --days 1 30, "
+        "no stages, the smaller N only for sqlite/reference/1 day (the RSS ratio)",
+    )
     parser.add_argument("--encounters-per-day", type=int, default=200, help="--generator demo")
     parser.add_argument("--repeat", type=int, default=1, help="end-to-end runs (best shown)")
     parser.add_argument("--no-stages", dest="stages", action="store_false")
@@ -478,12 +660,21 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", action="store_true", help="sample every run and the emulator with py-spy"
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--max-requests-per-second", type=float, default=100_000)
+    parser.add_argument("--max-requests-per-second", type=float, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, help="kept; default a temporary directory")
     parser.add_argument("--reuse-data", action="store_true", help="keep a database from before")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the targets of a --json file written before"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        print_targets(targets(json.loads(args.from_json.read_text())["runs"]))
+        return
+    if args.targets:
+        args.db, args.schema, args.days = ["sqlite", "postgres"], ["reference", "openemr"], [1, 30]
+        args.stages = False
 
     temporary = None
     root = args.workdir
@@ -493,45 +684,29 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     everything: dict[str, Any] = {"machine": machine(), "args": vars(args), "runs": {}}
     print(f"machine: {everything['machine']}", flush=True)
+    largest = max(args.lines)
     try:
-        for lines in args.lines:
-            workdir = root / f"n{lines}"
-            workdir.mkdir(exist_ok=True)
-            bench = Bench(args, lines, workdir)
-            label = f"{lines:,} lines" if args.generator == "bulk" else "seed_demo"
-            print(f"\n-- {label}", flush=True)
-            bench.prepare_data()
-            results: dict[str, Any] = {"generated": bench.generated, "e2e": []}
-            for attempt in range(1, args.repeat + 1):
-                results["e2e"].append(bench.end_to_end(attempt))
-                print(
-                    f"  e2e run {attempt}: {results['e2e'][-1]['wall_seconds']:.1f} s", flush=True
-                )
-            if args.stages:
-                results["stages"] = bench.stages()
-            if args.floor:
-                results["floor"] = bench.floor(workdir / "data-e2e-1" / "claims")
-            if args.dlt_python:
-                results["dlt"] = bench.peer()
-            results["summary"] = summarise(bench, results)
-            report(bench, results)
-            if args.profile:
-                from benchmarks.profile_report import render
-
-                for profile in sorted(workdir.glob("*.pyspy.txt")):
-                    print("\n" + render(profile, top=15))
-            everything["runs"][str(lines)] = results
-            for attempt in range(1, args.repeat + 1):  # keep the disk small between sizes
-                shutil.rmtree(workdir / f"data-e2e-{attempt}", ignore_errors=True)
-            shutil.rmtree(workdir / "data-stages", ignore_errors=True)
-            for emulator_db in workdir.glob("emulator-*.sqlite*"):
-                emulator_db.unlink()
-        sizes = [str(n) for n in args.lines]
-        if len(sizes) > 1:
-            small, large = everything["runs"][sizes[0]], everything["runs"][sizes[-1]]
-            ratio = large["summary"]["peak_rss_mib_max"] / small["summary"]["peak_rss_mib_max"]
-            everything["rss_ratio"] = round(ratio, 2)
-            print(f"\npeak RSS at {sizes[-1]} / at {sizes[0]} lines: {ratio:.2f}")
+        for db in args.db:
+            for schema in args.schema:
+                for days in args.days:
+                    for lines in args.lines:
+                        if (
+                            args.targets
+                            and lines != largest
+                            and (db, schema, days) != ("sqlite", "reference", 1)
+                        ):
+                            continue
+                        config = argparse.Namespace(
+                            **{**vars(args), "db": db, "schema": schema, "days": days}
+                        )
+                        key = f"{db}/{schema}/d{days}/{lines}"
+                        workdir = root / f"{db}-{schema}-d{days}" / f"n{lines}"
+                        everything["runs"][key] = run_size(config, lines, workdir)
+                        if args.json:  # what is done survives a run stopped later
+                            args.json.write_text(json.dumps(everything, indent=2, default=str))
+        if args.generator == "bulk":
+            everything["targets"] = targets(everything["runs"])
+            print_targets(everything["targets"])
     finally:
         everything["machine"]["load_average_end"] = os.getloadavg()
         if args.json:

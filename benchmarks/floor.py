@@ -119,7 +119,7 @@ def read_floor(url: str, schema: str, first: date, last: date) -> dict[str, Any]
 
 def request_bodies(claims_dir: Path, batch_size: int) -> list[tuple[bytes, str]]:
     """(body, Idempotency-Key) of each batch, exactly as the pipeline builds them."""
-    from claims_pipeline.delivery.client import batch_body, idempotency_key
+    from claims_pipeline.delivery.client import batch_body, new_idempotency_key
 
     payloads: list[str] = []
     for path in sorted(claims_dir.glob("*.parquet")):
@@ -127,7 +127,7 @@ def request_bodies(claims_dir: Path, batch_size: int) -> list[tuple[bytes, str]]
     bodies = []
     for start in range(0, len(payloads), batch_size):
         body = batch_body(payloads[start : start + batch_size])
-        bodies.append((body, idempotency_key(body)))
+        bodies.append((body, new_idempotency_key()))
     return bodies
 
 

@@ -17,6 +17,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
 #: The largest amount the wire carries exactly: 10 digits, 2 of them cents.
@@ -95,8 +96,38 @@ def claim_to_wire(claim: Claim) -> dict[str, Any]:
 
 
 def canonical_json(payload: Any) -> str:
-    """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage."""
+    """Deterministic JSON text (sorted keys, no spaces) used for hashing and storage: exactly
+    ``json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
+
+    Written by orjson (about six times faster), whose text is the standard library's for every
+    value a claim holds. Where the two could differ, the standard library writes it: floats
+    either writes with an exponent (both always sign it: ``e-``/``e+``), floats below 1e-4
+    that orjson writes positionally (``0.0000``), NaN and infinities (orjson writes ``null``),
+    and what orjson refuses (integers past 64 bits, lone surrogates, non-text keys). A text
+    that merely contains one of these markers also goes through ``json.dumps``: slower, never
+    different. Four substring tests cost a third of a ``json.dumps``; a regular expression
+    cost more than ``json.dumps`` itself."""
+    try:
+        fast = orjson.dumps(payload, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: let json.dumps encode or raise as it always has
+        return _standard_json(payload)
+    if b"e-" in fast or b"e+" in fast or b"0.0000" in fast or b"null" in fast:
+        return _standard_json(payload)
+    return fast.decode()
+
+
+def _standard_json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# Dates, dataclasses and str/int/dict/list subclasses are left to json.dumps (orjson would
+# encode some that json.dumps refuses, or encode them differently).
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def content_hash(wire_claim: dict[str, Any]) -> str:

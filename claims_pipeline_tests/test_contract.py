@@ -169,3 +169,50 @@ def test_content_hash_is_canonical():
     assert canonical_json(reordered) == canonical_json(WIRE_CLAIM)
     changed = WIRE_CLAIM | {"icd_codes": ["M54.50"]}
     assert content_hash(changed) != content_hash(WIRE_CLAIM)
+
+
+def _standard(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+def test_canonical_json_is_the_standard_librarys_text_for_any_json_value(value):
+    # The fast encoder must never change a byte: floats of any size (exponents included),
+    # NaN, big integers, any character.
+    assert canonical_json(value) == _standard(value)
+
+
+@given(
+    st.decimals(min_value=Decimal("0.01"), max_value=MAX_WIRE_AMOUNT, places=2),
+    st.decimals(min_value=Decimal("1E-9"), max_value=Decimal("1E+14"), allow_nan=False),
+)
+def test_canonical_json_of_wire_amounts_and_units_is_the_standard_librarys(amount, units):
+    from claims_pipeline.contract import wire_number
+
+    line = {"monetary_amount": wire_number(amount), "units": wire_number(units)}
+    assert canonical_json(line) == _standard(line)
+
+
+@pytest.mark.parametrize(
+    "value", [1e-05, 4.2e-05, -7e-06, 1e16, 1.5e300, float("nan"), 2**64, "\ud800 lone"]
+)
+def test_canonical_json_where_orjson_would_differ(value):
+    assert canonical_json({"x": [value]}) == _standard({"x": [value]})
+
+
+def test_canonical_json_still_refuses_what_json_refuses():
+    with pytest.raises(TypeError):
+        canonical_json({"when": date(2026, 1, 2)})

@@ -4,7 +4,7 @@ encounter lines in chunks, in the shape of :data:`claims_pipeline.sources.lines.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -231,6 +231,41 @@ class LenientRows:
         # MySQL bytes from binary columns. PostgreSQL checks encodings when it stores text.
         self.scan_values = dialect.name in ("sqlite", "mysql", "mariadb")
 
+    def tuples(
+        self, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`rows` over plain value tuples in ``keys`` order (``Result`` rows): the same
+        dicts, without SQLAlchemy's mapping layer per row. The scan for undecodable values
+        looks at the set of a row's value types first (in C) and walks the values only when
+        an :data:`UNREADABLE` or ``bytes`` is among them."""
+        keys = list(keys)
+        conversions = [(key, convert, _text_cache(convert)) for key, convert in self.conversions]
+        scan = self.scan_values
+        suspects = (Unreadable, bytes)
+        for raw in rows:
+            row = dict(zip(keys, raw, strict=True))
+            unreadable: list[str] | None = None
+            for key, convert, cached in conversions:
+                value = row[key]
+                if value is not None:
+                    # Text (SQLite's dates and numbers) repeats across rows: converted once.
+                    value = row[key] = cached(value) if type(value) is str else convert(value)
+                    if value is UNREADABLE:
+                        unreadable = [*(unreadable or ()), key]
+            if scan:
+                kinds = set(map(type, raw))
+                if suspects[0] in kinds or suspects[1] in kinds:
+                    for key, value in row.items():
+                        if value is UNREADABLE or (
+                            type(value) is bytes and read_text(value) is UNREADABLE
+                        ):
+                            unreadable = [*(unreadable or ()), key]
+            if unreadable:
+                for key in unreadable:
+                    row[key] = None
+                row[UNREADABLE_KEY] = sorted({self.sources[key] for key in unreadable})
+            yield row
+
     def rows(self, rows: Iterable[RowMapping]) -> Iterator[Mapping[str, Any]]:
         conversions, scan = self.conversions, self.scan_values
         for raw in rows:
@@ -253,6 +288,13 @@ class LenientRows:
                     row[key] = None
                 row[UNREADABLE_KEY] = sorted({self.sources[key] for key in unreadable})
             yield row
+
+
+def _text_cache(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """``convert`` remembering its result per text value (equal text, equal result: the
+    results are immutable dates, datetimes, Decimals and ints). Only for ``str`` input:
+    ``Decimal("1.0") == Decimal("1.00")`` and ``-0.0 == 0.0`` would share a wrong entry."""
+    return functools.lru_cache(maxsize=65_536)(convert)
 
 
 def _source_names(statement: sa.Select[Any]) -> dict[str, str]:
@@ -339,7 +381,8 @@ def stream_chunks(
     lenient = LenientRows(statement, conn.dialect)
     result = conn.execute(lenient.statement, execution_options=STREAMING)
     try:
-        yield from chunk_by_encounter(to_lines(lenient.rows(result.mappings())), chunk_rows)
+        rows = lenient.tuples(list(result.keys()), result)
+        yield from chunk_by_encounter(to_lines(rows), chunk_rows)
     finally:
         result.close()
 

@@ -56,20 +56,29 @@ def day_fingerprints(conn: Connection, schema: str, start: date, end: date) -> d
                 if (service_date := _as_day(value)) is not None:
                     parts[service_date].append(f"{label}{count}:{total}")
             continue
-        counts: dict[date, int] = defaultdict(int)
-        sums: dict[date, int] = defaultdict(int)
+        # Per day value as the driver gives it: [day, rows, sum of row hashes]. The sum is
+        # reduced modulo 2**64 once at the end (the same number as reducing at every row).
+        tallies: dict[Any, list[Any]] = {}
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         statement = sa.select(day, *columns).select_from(source).where(*window)
         result = conn.execute(statement, execution_options=STREAMING)
         try:
             for row in result:
-                service_date = _as_day(row[0])
-                if service_date is None:
-                    continue
-                digest = hashlib.blake2b(repr(tuple(row[1:])).encode(), digest_size=8).digest()
-                counts[service_date] += 1
-                sums[service_date] = (sums[service_date] + int.from_bytes(digest, "big")) & _MASK
+                tally = tallies.get(row[0])
+                if tally is None:
+                    tally = tallies[row[0]] = [_as_day(row[0]), 0, 0]
+                tally[1] += 1
+                tally[2] += from_bytes(
+                    blake2b(repr(tuple(row[1:])).encode(), digest_size=8).digest(), "big"
+                )
         finally:
             result.close()
+        counts: dict[date, int] = defaultdict(int)
+        sums: dict[date, int] = defaultdict(int)
+        for service_date, rows, total in tallies.values():
+            if service_date is not None:  # several driver values may name one day
+                counts[service_date] += rows
+                sums[service_date] = (sums[service_date] + total) & _MASK
         for service_date in counts:
             parts[service_date].append(f"{label}{counts[service_date]}:{sums[service_date]}")
     return {

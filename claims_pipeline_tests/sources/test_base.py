@@ -125,3 +125,7 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
     ]
     assert all(bad[key] is None for key in ("service_date", "line_amount", "line_number", "code"))
     assert str(blob["line_amount"]) == "150.50" and blob["code"] == b"99"
+    # The tuple path the adapters stream through gives the very same rows.
+    with engine.connect() as conn:
+        result = conn.execute(lenient.statement)
+        assert list(lenient.tuples(list(result.keys()), result)) == rows
