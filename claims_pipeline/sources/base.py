@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
 from claims_pipeline.sources.lines import LINE_SCHEMA
 
@@ -234,10 +234,11 @@ class LenientRows:
     def tuples(
         self, keys: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> Iterator[dict[str, Any]]:
-        """:meth:`rows` over plain value tuples in ``keys`` order (``Result`` rows): the same
-        dicts, without SQLAlchemy's mapping layer per row. The scan for undecodable values
-        looks at the set of a row's value types first (in C) and walks the values only when
-        an :data:`UNREADABLE` or ``bytes`` is among them."""
+        """Each row of plain value tuples in ``keys`` order (``Result`` rows) as a dict, its
+        values converted leniently: a value the driver could not read becomes None and the
+        row's :data:`UNREADABLE_KEY` names its source columns. No SQLAlchemy mapping layer per
+        row; the scan for undecodable values looks at the set of a row's value types first (in
+        C) and walks the values only when an :data:`UNREADABLE` or ``bytes`` is among them."""
         keys = list(keys)
         conversions = [(key, convert, _text_cache(convert)) for key, convert in self.conversions]
         scan = self.scan_values
@@ -260,29 +261,6 @@ class LenientRows:
                             type(value) is bytes and read_text(value) is UNREADABLE
                         ):
                             unreadable = [*(unreadable or ()), key]
-            if unreadable:
-                for key in unreadable:
-                    row[key] = None
-                row[UNREADABLE_KEY] = sorted({self.sources[key] for key in unreadable})
-            yield row
-
-    def rows(self, rows: Iterable[RowMapping]) -> Iterator[Mapping[str, Any]]:
-        conversions, scan = self.conversions, self.scan_values
-        for raw in rows:
-            row = dict(raw)
-            unreadable: list[str] | None = None
-            for key, convert in conversions:
-                value = row[key]
-                if value is not None:
-                    value = row[key] = convert(value)
-                    if value is UNREADABLE:
-                        unreadable = [*(unreadable or ()), key]
-            if scan:
-                for key, value in row.items():
-                    if value is UNREADABLE or (
-                        type(value) is bytes and read_text(value) is UNREADABLE
-                    ):
-                        unreadable = [*(unreadable or ()), key]
             if unreadable:
                 for key in unreadable:
                     row[key] = None

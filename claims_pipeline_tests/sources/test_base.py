@@ -112,7 +112,8 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
 
     engine.dispose()
     with engine.connect() as conn:
-        rows = list(lenient.rows(conn.execute(lenient.statement).mappings()))
+        result = conn.execute(lenient.statement)
+        rows = list(lenient.tuples(list(result.keys()), result))
     good, bad, blob = rows
     # What SQLAlchemy itself gives for good values: 220 at scale 2 is 220.00.
     assert (good["service_date"], str(good["line_amount"])) == (date(2026, 3, 2), "220.00")
@@ -125,7 +126,3 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
     ]
     assert all(bad[key] is None for key in ("service_date", "line_amount", "line_number", "code"))
     assert str(blob["line_amount"]) == "150.50" and blob["code"] == b"99"
-    # The tuple path the adapters stream through gives the very same rows.
-    with engine.connect() as conn:
-        result = conn.execute(lenient.statement)
-        assert list(lenient.tuples(list(result.keys()), result)) == rows
