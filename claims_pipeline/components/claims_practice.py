@@ -72,18 +72,14 @@ class ClaimsPractice(dg.Component, dg.Model, dg.Resolvable):
             )
         return value
 
-    @field_validator("api_key_env", "ehr_url_env", "ledger_url_env")
+    @field_validator("api_key_env", "ehr_url_env", "ledger_url_env", "alerts_env_prefix")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and ENV_NAME.fullmatch(value) is None:
-            raise ValueError("must be the NAME of an environment variable, e.g. ACME_API_KEY")
-        return value
-
-    @field_validator("alerts_env_prefix")
-    @classmethod
-    def _prefix(cls, value: str | None) -> str | None:
-        if value is not None and ENV_NAME.fullmatch(value) is None:
-            raise ValueError("must be upper-case letters, digits and _, e.g. ACME_")
+            raise ValueError(
+                "must be (the start of) an environment variable's NAME: upper-case letters, "
+                "digits and _, e.g. ACME_API_KEY or ACME_"
+            )
         return value
 
     @field_validator("timezone")

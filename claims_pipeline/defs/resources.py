@@ -251,25 +251,41 @@ def build_resources() -> dict[str, Any]:
             ehr_schema=_env(settings.EHR_SCHEMA),
             query_file=_env(settings.EHR_QUERY_FILE),
         ),
-        "claims_api": ClaimsApi(
+        "claims_api": _claims_api(
             base_url=_env(settings.CLAIMS_API_URL),
             api_key=dg.EnvVar(settings.CLAIMS_API_KEY.name),
             tenant_id=dg.EnvVar.int(settings.CLAIMS_TENANT_ID.name),
-            batch_size=_env(settings.CLAIMS_BATCH_SIZE, "int"),
-            max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
-            max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
         ),
         "claims_storage": ClaimsStorage(
             data_dir=_env(settings.CLAIMS_DATA_DIR) or data_dir,
             ledger_url=_env(settings.CLAIMS_LEDGER_URL),
         ),
-        "quality_gates": QualityGates(
-            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float"),
-            max_delivery_attempts=_env(settings.CLAIMS_MAX_DELIVERY_ATTEMPTS, "int"),
-            filing_limits_file=_env(settings.CLAIMS_FILING_LIMITS_FILE),
-            filing_warn_days=_env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
+        "quality_gates": _quality_gates(
+            _env(settings.CLAIMS_FILING_LIMITS_FILE),
+            _env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
         ),
     }
+
+
+def _claims_api(**tenant: Any) -> ClaimsApi:
+    """The API resource of a tenant (URL, key, id and the names errors use for them) with the
+    deployment's batch size, concurrency and request cap."""
+    return ClaimsApi(
+        **tenant,
+        batch_size=_env(settings.CLAIMS_BATCH_SIZE, "int"),
+        max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
+        max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
+    )
+
+
+def _quality_gates(filing_limits_file: Any, filing_warn_days: Any) -> QualityGates:
+    """The deployment's gates with a practice's (or the deployment's) filing settings."""
+    return QualityGates(
+        max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float"),
+        max_delivery_attempts=_env(settings.CLAIMS_MAX_DELIVERY_ATTEMPTS, "int"),
+        filing_limits_file=filing_limits_file,
+        filing_warn_days=filing_warn_days,
+    )
 
 
 def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
@@ -293,13 +309,10 @@ def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
             query_file=component.path(component.query_file),
             url_variable=component.ehr_url_env or settings.EHR_DATABASE_URL.name,
         ),
-        "claims_api": ClaimsApi(
+        "claims_api": _claims_api(
             base_url=component.api_url or _env(settings.CLAIMS_API_URL),
             api_key=dg.EnvVar(component.api_key_env),
             tenant_id=component.tenant_id,
-            batch_size=_env(settings.CLAIMS_BATCH_SIZE, "int"),
-            max_in_flight=_env(settings.CLAIMS_MAX_IN_FLIGHT, "int"),
-            max_requests_per_second=_env(settings.CLAIMS_MAX_REQUESTS_PER_SECOND, "float"),
             key_variable=component.api_key_env,
             tenant_variable=f"tenant_id of practice file {component.name}",
         ),
@@ -307,11 +320,9 @@ def practice_resources(component: ClaimsPractice) -> dict[str, Any]:
             data_dir=component.data_directory(),
             ledger_url=ledger_url,
         ),
-        "quality_gates": QualityGates(
-            max_rejection_rate=_env(settings.CLAIMS_MAX_REJECTION_RATE, "float"),
-            max_delivery_attempts=_env(settings.CLAIMS_MAX_DELIVERY_ATTEMPTS, "int"),
-            filing_limits_file=filing_file,
-            filing_warn_days=component.filing_warn_days
+        "quality_gates": _quality_gates(
+            filing_file,
+            component.filing_warn_days
             if component.filing_warn_days is not None
             else _env(settings.CLAIMS_FILING_WARN_DAYS, "int"),
         ),

@@ -47,23 +47,13 @@ def _run_days(run: dg.DagsterRun | None) -> tuple[str | None, str | None]:
     return tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
 
 
-def _practice_named(name: str | None) -> Practice | None:
-    """The served practice of that name (None: the environment's, or none known)."""
-    for practice in served_practices():
-        if practice.name == name:
-            return practice
-    return None
-
-
-def _practice_of_run(run: dg.DagsterRun) -> Practice | None:
+def _practice_of_run(run: dg.DagsterRun, served: list[Practice]) -> Practice | None:
     """The practice a run worked for: by its job, else by the keys of the assets it ran."""
-    for practice in served_practices():
+    for practice in served:
         if run.job_name == practice.job_name:
             return practice
-    for key in run.asset_selection or ():
-        if len(key.path) > 1:
-            return _practice_named(key.path[0])
-    return None
+    prefixes = {key.path[0] for key in run.asset_selection or () if len(key.path) > 1}
+    return next((practice for practice in served if practice.name in prefixes), None)
 
 
 def _destinations(practice: Practice | None) -> list[alerts.Destination]:
@@ -111,7 +101,7 @@ def _error_text(class_name: str | None, message: str) -> str:
 )
 def claims_run_failure_alert(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
     run = context.dagster_run
-    destinations = _destinations(_practice_of_run(run))
+    destinations = _destinations(_practice_of_run(run, served_practices()))
     if not destinations:
         return dg.SkipReason(NO_DESTINATION)
     failed_steps: list[str] = []
@@ -218,8 +208,11 @@ def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipRe
     ended = _runs_ended_after(instance, int(context.cursor))
     if not ended:
         return dg.SkipReason("No run has ended since the last tick.")
+    # Each practice's destinations (None: the environment's practice), read once per tick; a
+    # key of no practice served alerts where the deployment does.
+    deployment = _destinations(None)
+    destinations_of = {p.name: _destinations(p) for p in served_practices()}
     failed = 0
-    configured = False
     for storage_id, run_id in ended:
         records = instance.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -231,14 +224,13 @@ def claims_check_failure_alert(context: dg.SensorEvaluationContext) -> dg.SkipRe
                 continue
             failed += 1
             path = evaluation.asset_key.path
-            destinations = _destinations(_practice_named(path[0] if len(path) > 1 else None))
-            configured |= bool(destinations)
+            destinations = destinations_of.get(path[0] if len(path) > 1 else None, deployment)
             if destinations and not _deliver(
                 context, _check_alert(instance, run_id, evaluation), destinations
             ):
                 return dg.SkipReason(f"Stopped at run {run_id[:8]}: {RETRY}")
         context.update_cursor(str(storage_id))
-    if not configured and not any(_destinations(p) for p in served_practices()):
+    if not deployment and not any(destinations_of.values()):
         return dg.SkipReason(f"{failed} failed check evaluation(s). {NO_DESTINATION}")
     return dg.SkipReason(f"Alerted on {failed} failed check evaluation(s).")
 
