@@ -10,8 +10,9 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -104,8 +105,8 @@ def run_practices_demo(count: int, days: int, encounters_per_day: int, seed_days
         os.environ[settings.CLAIMS_API_URL.name] = emulator.url
         print(f"Import API emulator (tenants {', '.join(map(str, keys))}) on {emulator.url}")
         for practice in chosen:
-            served = practices.Practice(practice.name, practice.timezone, date.min, 0)
-            last = served.today() - timedelta(days=1)
+            # yesterday in the practice's time zone: its last complete partition
+            last = datetime.now(ZoneInfo(practice.timezone)).date() - timedelta(days=1)
             first = last - timedelta(days=days - 1)
             started = time.monotonic()
             success, error = run_job(f"claims_sync_{practice.name}", first, last)
