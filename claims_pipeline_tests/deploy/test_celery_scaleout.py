@@ -181,6 +181,11 @@ def test_three_practices_backfilled_on_celery_and_object_storage_match_one_proce
         launcher = tmp_path / "launcher"
         launcher_home = postgres_instance_home(launcher / "dagster_home")
         (launcher / "cwd").mkdir()
+        with (
+            os_environ(DAGSTER_PG_URL=psycopg2(dagster_url)),
+            dg.DagsterInstance.from_config(str(launcher_home)),
+        ):
+            pass  # its PostgreSQL schema created once, before three launchers open it at once
         with celery_workers(tmp_path / "workers", WORKERS, scaled_env, queue) as workers:
             scaled = backfill_all(
                 {**scaled_env, "DAGSTER_HOME": str(launcher_home)},
