@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from claims_pipeline.errors import ClaimsPipelineError, SourceError, StorageError
 from claims_pipeline.names import ENCOUNTERS
 from claims_pipeline.phi import describe_error
-from claims_pipeline.sources.base import EncounterSource, to_record_batch
+from claims_pipeline.sources.base import BatchSource, EncounterSource, to_record_batch
 from claims_pipeline.sources.changes import extraction_facts
 from claims_pipeline.sources.lines import LINE_SCHEMA
 from claims_pipeline.storage import PartitionStore
@@ -58,11 +58,13 @@ def extract_days(
                 key: files.enter_context(_storing(store.writer(ENCOUNTERS, key, LINE_SCHEMA, f)))
                 for key, f in facts.items()
             }
-            return _split_by_day(
-                source.extract(conn, days[0], days[-1] + timedelta(days=1), chunk_rows),
-                writers,
-                progress,
+            end = days[-1] + timedelta(days=1)
+            batches = (
+                source.extract_batches(conn, days[0], end, chunk_rows)
+                if isinstance(source, BatchSource)
+                else map(to_record_batch, source.extract(conn, days[0], end, chunk_rows))
             )
+            return _split_by_day(batches, writers, progress)
     except ClaimsPipelineError:
         raise
     except Exception as error:
@@ -72,15 +74,14 @@ def extract_days(
 
 
 def _split_by_day(
-    chunks: Iterator[list[dict[str, object]]],
+    batches: Iterator[pa.RecordBatch],
     writers: dict[str, pq.ParquetWriter],
     progress: Callable[[int], None],
 ) -> dict[str, DayExtract]:
     tallies = {key: DayExtract() for key in writers}
     last_encounter: dict[str, str | None] = dict.fromkeys(writers)
     total = 0
-    for chunk in chunks:
-        batch = to_record_batch(chunk)
+    for batch in batches:
         for day in pc.unique(batch.column("service_date")).to_pylist():
             key = day.isoformat()
             part = batch.filter(pc.equal(batch.column("service_date"), day))

@@ -10,11 +10,12 @@ Values the adapter compares with (``encounters.status = 'finalized'``, ``coverag
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import (
     Column,
@@ -34,13 +35,14 @@ from sqlalchemy import (
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
-    UNREADABLE_KEY,
-    SharedValues,
+    RowBlock,
     as_date,
     as_text,
-    stream_chunks,
+    chunk_by_encounter,
+    stream_blocks,
     unreadable_columns,
 )
+from claims_pipeline.sources.lines import LINE_SCHEMA
 
 BILLABLE_STATUS = "finalized"
 PRIMARY = "primary"
@@ -344,107 +346,125 @@ def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
     return f"{name}, {credential}" if name and credential else name
 
 
-def _encounter_values(
-    row: Mapping[str, Any], claim_diagnosis_codes: str | None, shared: SharedValues
-) -> dict[str, Any]:
-    """The claim-level columns, computed once per encounter: its lines hold the same objects."""
-    return {
-        "service_date": shared(as_date(row["service_date"])),
-        "encounter_id": str(row["encounter_key"]),
-        "claim_submitter_identifier": f"{CLAIM_ID_PREFIX}{row['encounter_key']}",
-        "visit_number": as_text(row["visit_number"]),
-        "patient_name": _joined(row["patient_first_name"], row["patient_last_name"]),
-        "patient_dob": as_date(row["date_of_birth"]),
-        "patient_gender": shared(as_text(row["sex"])),
-        "patient_member_id": as_text(row["member_id"]),
-        "payer_name": shared(as_text(row["payer_name"])),
-        "payer_phone": shared(as_text(row["payer_phone"])),
-        "place_of_service": shared(as_text(row["encounter_pos"]) or as_text(row["facility_pos"])),
-        "claim_diagnosis_codes": shared(claim_diagnosis_codes),
-        "provider_street": shared(as_text(row["street"])),
-        "provider_city": shared(as_text(row["city"])),
-        "provider_state": shared(as_text(row["state"])),
-        "provider_postal_code": shared(as_text(row["postal_code"])),
-    }
-
-
-def _line_row(
-    row: Mapping[str, Any],
-    encounter: Mapping[str, Any],
-    shared: SharedValues,
-    unreadable: list[str] | None = None,
-) -> dict[str, Any]:
-    # A line that names its own rendering provider uses that provider's name and NPI even when
-    # the row it points at is missing: billing it under someone else's NPI would be wrong.
-    by_line = row["line_provider_id"] is not None
-    prefix = "line_provider_" if by_line else "provider_"
-    return {
-        "service_date": encounter["service_date"],
-        "encounter_id": encounter["encounter_id"],
-        "claim_submitter_identifier": encounter["claim_submitter_identifier"],
-        "visit_number": encounter["visit_number"],
-        "patient_name": encounter["patient_name"],
-        "patient_dob": encounter["patient_dob"],
-        "patient_gender": encounter["patient_gender"],
-        "patient_member_id": encounter["patient_member_id"],
-        "payer_name": encounter["payer_name"],
-        "payer_phone": encounter["payer_phone"],
-        "place_of_service": encounter["place_of_service"],
-        "claim_diagnosis_codes": encounter["claim_diagnosis_codes"],
-        "provider_name": shared(
-            _provider_name(
-                row[prefix + "first_name"], row[prefix + "last_name"], row[prefix + "credential"]
-            )
-        ),
-        "provider_npi": shared(as_text(row[prefix + "npi"])),
-        "provider_street": encounter["provider_street"],
-        "provider_city": encounter["provider_city"],
-        "provider_state": encounter["provider_state"],
-        "provider_postal_code": encounter["provider_postal_code"],
-        "line_number": None if row["ordinal"] is None else int(row["ordinal"]),
-        "hcpcs_code": shared(as_text(row["hcpcs_code"])),
-        "modifiers": shared(as_text(row["modifiers"])),
-        "units": shared(_units(row["units"])),
-        "line_amount": shared(as_text(row["line_amount"])),
-        "line_service_date_from": shared(as_date(row["service_date_from"])),
-        "line_service_date_to": shared(as_date(row["service_date_to"])),
-        "line_diagnosis_codes": shared(_codes(row["diagnosis_codes"])),
-        "unreadable_columns": unreadable_columns(unreadable) if unreadable else None,
-    }
-
-
-def _lines(rows: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Fold each encounter's diagnosis rows into its claim_diagnosis_codes and yield its
-    charge-line rows (there is always at least one: the charge join is an outer join)."""
-    # A chunk is mostly repeated values (codes, amounts, addresses): holding each once keeps a
-    # 50,000-row chunk about a third smaller.
-    shared = SharedValues()
+def _line_batch(block: RowBlock) -> pa.RecordBatch:
+    """The LINE_SCHEMA lines of a block of whole encounters, column by column. Each
+    encounter's diagnosis rows (they sort before its lines) become its claim_diagnosis_codes;
+    its charge-line rows become lines (there is always at least one: the charge join is an
+    outer join). The claim-level columns are computed once per encounter, from its first
+    charge-line row, and spread over its lines by index."""
+    columns, unreadable = block.columns, block.unreadable
+    first_rows: list[int] = []  # per encounter: its first charge-line row
+    claim_codes: list[str | None] = []  # per encounter: its diagnosis codes
+    lines: list[int] = []  # per line: its row
+    line_encounters: list[int] = []  # per line: its encounter's number
+    line_unreadable: list[str | None] = []
     encounter_key: Any = object()
     codes: list[str] = []
-    encounter: dict[str, Any] | None = None
-    unreadable: list[str] = []  # of the encounter's diagnosis rows
-    for row in rows:
-        if row["encounter_key"] != encounter_key:
-            encounter_key = row["encounter_key"]
-            codes = []
-            encounter = None
-            unreadable = []
-        if row["row_kind"] == _DIAGNOSIS_ROW:
-            code = as_text(row["diagnosis_code"])
+    number: int | None = None
+    diagnosis_unreadable: list[str] = []
+    diagnosis_codes = columns["diagnosis_code"]
+    for row, (key, kind) in enumerate(
+        zip(columns["encounter_key"], columns["row_kind"], strict=True)
+    ):
+        if key != encounter_key:
+            encounter_key, codes, number, diagnosis_unreadable = key, [], None, []
+        if kind == _DIAGNOSIS_ROW:
+            code = as_text(diagnosis_codes[row])
             if code:
                 codes.append(code)
-            unreadable += _of_kind(row, diagnosis=True)
+            if row in unreadable:
+                diagnosis_unreadable += _kind_of(unreadable[row], diagnosis=True)
             continue
-        if encounter is None:
-            encounter = _encounter_values(row, ",".join(codes) or None, shared)
-        yield _line_row(row, encounter, shared, [*unreadable, *_of_kind(row, diagnosis=False)])
+        if number is None:
+            number = len(first_rows)
+            first_rows.append(row)
+            claim_codes.append(",".join(codes) or None)
+        lines.append(row)
+        line_encounters.append(number)
+        names = diagnosis_unreadable
+        if row in unreadable:
+            names = [*names, *_kind_of(unreadable[row], diagnosis=False)]
+        line_unreadable.append(unreadable_columns(names) if names else None)
+
+    def first(name: str) -> list[Any]:
+        column = columns[name]
+        return [column[row] for row in first_rows]
+
+    def line(name: str) -> list[Any]:
+        column = columns[name]
+        return [column[row] for row in lines]
+
+    keys = first("encounter_key")
+    encounter: dict[str, list[Any]] = {
+        "service_date": list(map(as_date, first("service_date"))),
+        "encounter_id": [str(key) for key in keys],
+        "claim_submitter_identifier": [f"{CLAIM_ID_PREFIX}{key}" for key in keys],
+        "visit_number": list(map(as_text, first("visit_number"))),
+        "patient_name": list(map(_joined, first("patient_first_name"), first("patient_last_name"))),
+        "patient_dob": list(map(as_date, first("date_of_birth"))),
+        "patient_gender": list(map(as_text, first("sex"))),
+        "patient_member_id": list(map(as_text, first("member_id"))),
+        "payer_name": list(map(as_text, first("payer_name"))),
+        "payer_phone": list(map(as_text, first("payer_phone"))),
+        "place_of_service": [
+            as_text(by_encounter) or as_text(by_facility)
+            for by_encounter, by_facility in zip(
+                first("encounter_pos"), first("facility_pos"), strict=True
+            )
+        ],
+        "claim_diagnosis_codes": claim_codes,
+        "provider_street": list(map(as_text, first("street"))),
+        "provider_city": list(map(as_text, first("city"))),
+        "provider_state": list(map(as_text, first("state"))),
+        "provider_postal_code": list(map(as_text, first("postal_code"))),
+    }
+    # A line that names its own rendering provider uses that provider's name and NPI even when
+    # the row it points at is missing: billing it under someone else's NPI would be wrong.
+    by_line = [value is not None for value in line("line_provider_id")]
+
+    def provider(part: str) -> list[Any]:
+        return [
+            own if mine else encounters_
+            for mine, own, encounters_ in zip(
+                by_line, line("line_provider_" + part), line("provider_" + part), strict=True
+            )
+        ]
+
+    line_values: dict[str, list[Any]] = {
+        "provider_name": list(
+            map(
+                _provider_name,
+                provider("first_name"),
+                provider("last_name"),
+                provider("credential"),
+            )
+        ),
+        "provider_npi": list(map(as_text, provider("npi"))),
+        "line_number": [None if value is None else int(value) for value in line("ordinal")],
+        "hcpcs_code": list(map(as_text, line("hcpcs_code"))),
+        "modifiers": list(map(as_text, line("modifiers"))),
+        "units": list(map(_units, line("units"))),
+        "line_amount": list(map(as_text, line("line_amount"))),
+        "line_service_date_from": list(map(as_date, line("service_date_from"))),
+        "line_service_date_to": list(map(as_date, line("service_date_to"))),
+        "line_diagnosis_codes": list(map(_codes, line("diagnosis_codes"))),
+        "unreadable_columns": line_unreadable,
+    }
+    spread = pa.array(line_encounters, pa.int32())
+    arrays = []
+    for field in LINE_SCHEMA:
+        if field.name in encounter:
+            arrays.append(pa.array(encounter[field.name], field.type).take(spread))
+        else:
+            arrays.append(pa.array(line_values[field.name], field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=LINE_SCHEMA)
 
 
-def _of_kind(row: Mapping[str, Any], diagnosis: bool) -> list[str]:
-    """The row's unreadable source columns; a column the union reads from both kinds of row
+def _kind_of(unreadable: Iterable[str], diagnosis: bool) -> list[str]:
+    """Unreadable source columns of a row; a column the union reads from both kinds of row
     (``charges.line_number/diagnoses.sequence``) named by the table of this row's kind."""
     names = []
-    for name in row.get(UNREADABLE_KEY, ()):
+    for name in unreadable:
         parts = name.split("/")
         if len(parts) > 1:
             parts = [part for part in parts if part.startswith("diagnoses.") == diagnosis] or parts
@@ -499,9 +519,23 @@ class ReferenceSource:
         window_end``, in chunks of about ``chunk_rows`` rows that never split an encounter,
         ordered by service date, encounter id, line number. Every row has exactly the keys of
         LINE_SCHEMA; an encounter without charges is one row with null line columns.
-        Rows stream from one server-side cursor (see ``stream_chunks``)."""
+        Rows stream from one server-side cursor (see ``stream_blocks``)."""
+        batches = self.extract_batches(conn, window_start, window_end, chunk_rows)
+        rows = (row for batch in batches for row in batch.to_pylist())
+        yield from chunk_by_encounter(rows, chunk_rows)
+
+    def extract_batches(
+        self,
+        conn: Connection,
+        window_start: date,
+        window_end: date,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`extract` as Arrow batches in LINE_SCHEMA, built column by column."""
         statement = _extract_statement(window_start, window_end)
-        yield from stream_chunks(conn, statement, _lines, chunk_rows)
+        for block in stream_blocks(conn, statement, "encounter_key", chunk_rows):
+            if len(block):
+                yield _line_batch(block)
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Finalized encounters with ``window_start <= service_date < window_end``."""

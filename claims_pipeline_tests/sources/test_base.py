@@ -7,12 +7,14 @@ from claims_pipeline.sources.base import (
     UNREADABLE,
     UNREADABLE_KEY,
     LenientRows,
+    RowBlock,
     as_date,
     as_text,
     decode_text,
     read_date,
     read_int,
     read_text,
+    stream_blocks,
     to_record_batch,
 )
 
@@ -126,3 +128,70 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
     ]
     assert all(bad[key] is None for key in ("service_date", "line_amount", "line_number", "code"))
     assert str(blob["line_amount"]) == "150.50" and blob["code"] == b"99"
+
+
+def _visits_engine(tmp_path, rows):
+    table = sa.Table(
+        "visits",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("encounter", sa.Integer),
+        sa.Column("service_date", sa.Date),
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'visits.db'}")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    return engine, sa.select(table).order_by(table.c.id)
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 4, 100])
+def test_blocks_never_split_a_group_and_keep_every_row_in_order(tmp_path, block_rows):
+    # Encounter 2 has more rows than most block sizes: it must still come out whole.
+    groups = [1, 2, 2, 2, 2, 2, 3, 4, 4, 5]
+    rows = [
+        {"id": i, "encounter": g, "service_date": date(2026, 3, 2)} for i, g in enumerate(groups)
+    ]
+    engine, statement = _visits_engine(tmp_path, rows)
+    with engine.connect() as conn:
+        blocks = list(stream_blocks(conn, statement, "encounter", block_rows))
+    assert [g for block in blocks for g in block.columns["encounter"]] == groups
+    assert [i for block in blocks for i in block.columns["id"]] == list(range(len(groups)))
+    seen: set[int] = set()
+    for block in blocks:
+        inside = set(block.columns["encounter"])
+        assert not inside & seen, "a group went on in a later block"
+        seen |= inside
+    assert all(len(block) for block in blocks)
+    if block_rows == 1:  # every group on its own
+        assert [sorted(set(block.columns["encounter"])) for block in blocks] == [
+            [1],
+            [2],
+            [3],
+            [4],
+            [5],
+        ]
+
+
+def test_blocks_carry_unreadable_values_across_a_split(tmp_path):
+    engine, statement = _visits_engine(
+        tmp_path,
+        [{"id": i, "encounter": i // 2, "service_date": date(2026, 3, 2)} for i in range(6)],
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE visits SET service_date = '03/02/2026' WHERE id IN (1, 4)")
+    with engine.connect() as conn:
+        blocks = list(stream_blocks(conn, statement, "encounter", 3))
+    rows = [row for block in blocks for row in block.rows()]
+    assert [row["id"] for row in rows if UNREADABLE_KEY in row] == [1, 4]
+    assert all(row["service_date"] is None for row in rows if UNREADABLE_KEY in row)
+    assert rows[4][UNREADABLE_KEY] == ["visits.service_date"]
+
+
+def test_row_block_split_and_extend_are_inverse():
+    block = RowBlock({"a": [1, 2, 3], "b": ["x", None, "z"]}, {1: ["t.b"], 2: ["t.a"]})
+    head, tail = block.split(1)
+    assert (len(head), len(tail)) == (1, 2)
+    assert tail.unreadable == {0: ["t.b"], 1: ["t.a"]} and head.unreadable == {}
+    assert head.extend(tail) == block
+    assert list(block.rows())[1] == {"a": 2, "b": None, UNREADABLE_KEY: ["t.b"]}
