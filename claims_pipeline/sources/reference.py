@@ -190,9 +190,11 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     for table in metadata.sorted_tables
 }
 
-# Row kinds of the extract's single stream: an encounter's diagnosis rows sort before its lines.
+# Row kinds of the extract's single stream, in the order they sort within an encounter: its
+# diagnoses, its claim-level row, its charge lines.
 _DIAGNOSIS_ROW = 0
-_LINE_ROW = 1
+_ENCOUNTER_ROW = 1
+_LINE_ROW = 2
 
 
 def _window(start: date, end: date) -> list[sa.ColumnElement[bool]]:
@@ -251,54 +253,49 @@ def _extract_statement(start: date, end: date) -> sa.Select[Any]:
     )
     encounter_provider = providers.alias("encounter_provider")
     line_provider = providers.alias("line_provider")
-    line_rows = sa.select(
-        billable.c.service_date,
-        billable.c.id.label("encounter_key"),
-        sa.literal_column(str(_LINE_ROW), Integer).label("row_kind"),
-        charges.c.line_number.label("ordinal"),
-        sa.cast(sa.null(), diagnoses.c.icd10_code.type).label("diagnosis_code"),
-        billable.c.visit_number,
-        patients.c.first_name.label("patient_first_name"),
-        patients.c.last_name.label("patient_last_name"),
-        patients.c.date_of_birth,
-        patients.c.sex,
-        coverages.c.member_id,
-        payers.c.name.label("payer_name"),
-        payers.c.phone.label("payer_phone"),
-        billable.c.place_of_service.label("encounter_pos"),
-        facilities.c.place_of_service.label("facility_pos"),
-        facilities.c.street,
-        facilities.c.city,
-        facilities.c.state,
-        facilities.c.postal_code,
-        encounter_provider.c.first_name.label("provider_first_name"),
-        encounter_provider.c.last_name.label("provider_last_name"),
-        encounter_provider.c.credential.label("provider_credential"),
-        encounter_provider.c.npi.label("provider_npi"),
-        charges.c.provider_id.label("line_provider_id"),
-        line_provider.c.first_name.label("line_provider_first_name"),
-        line_provider.c.last_name.label("line_provider_last_name"),
-        line_provider.c.credential.label("line_provider_credential"),
-        line_provider.c.npi.label("line_provider_npi"),
-        charges.c.hcpcs_code,
-        charges.c.modifiers,
-        charges.c.units,
-        charges.c.line_amount,
-        charges.c.service_date_from,
-        charges.c.service_date_to,
-        charges.c.diagnosis_codes,
-    ).select_from(
-        # Outer joins throughout: an encounter whose patient, provider or facility row is
-        # missing still comes out (and is rejected for the missing field) instead of vanishing.
-        billable.outerjoin(patients, patients.c.id == billable.c.patient_id)
-        .outerjoin(facilities, facilities.c.id == billable.c.facility_id)
-        .outerjoin(encounter_provider, encounter_provider.c.id == billable.c.provider_id)
-        .outerjoin(coverages, coverages.c.id == billable.c.coverage_id)
-        .outerjoin(payers, payers.c.id == coverages.c.payer_id)
-        .outerjoin(charges, charges.c.encounter_id == billable.c.id)
-        .outerjoin(line_provider, line_provider.c.id == charges.c.provider_id)
-    )
-    shared = {"service_date", "encounter_key", "row_kind", "ordinal", "diagnosis_code"}
+    # Each kind of row fills its own columns; the others are typed NULLs (cheap to sort and
+    # fetch): the claim-level columns travel once per encounter, not on each of its lines.
+    encounter_values = {
+        "service_date": billable.c.service_date,
+        "encounter_key": billable.c.id,
+        "row_kind": sa.literal_column(str(_ENCOUNTER_ROW), Integer),
+        "visit_number": billable.c.visit_number,
+        "patient_first_name": patients.c.first_name,
+        "patient_last_name": patients.c.last_name,
+        "date_of_birth": patients.c.date_of_birth,
+        "sex": patients.c.sex,
+        "member_id": coverages.c.member_id,
+        "payer_name": payers.c.name,
+        "payer_phone": payers.c.phone,
+        "encounter_pos": billable.c.place_of_service,
+        "facility_pos": facilities.c.place_of_service,
+        "street": facilities.c.street,
+        "city": facilities.c.city,
+        "state": facilities.c.state,
+        "postal_code": facilities.c.postal_code,
+        "provider_first_name": encounter_provider.c.first_name,
+        "provider_last_name": encounter_provider.c.last_name,
+        "provider_credential": encounter_provider.c.credential,
+        "provider_npi": encounter_provider.c.npi,
+    }
+    line_values = {
+        "service_date": encounters.c.service_date,
+        "encounter_key": encounters.c.id,
+        "row_kind": sa.literal_column(str(_LINE_ROW), Integer),
+        "ordinal": charges.c.line_number,
+        "line_provider_id": charges.c.provider_id,
+        "line_provider_first_name": line_provider.c.first_name,
+        "line_provider_last_name": line_provider.c.last_name,
+        "line_provider_credential": line_provider.c.credential,
+        "line_provider_npi": line_provider.c.npi,
+        "hcpcs_code": charges.c.hcpcs_code,
+        "modifiers": charges.c.modifiers,
+        "units": charges.c.units,
+        "line_amount": charges.c.line_amount,
+        "service_date_from": charges.c.service_date_from,
+        "service_date_to": charges.c.service_date_to,
+        "diagnosis_codes": charges.c.diagnosis_codes,
+    }
     diagnosis_values = {
         "service_date": encounters.c.service_date,
         "encounter_key": encounters.c.id,
@@ -306,19 +303,46 @@ def _extract_statement(start: date, end: date) -> sa.Select[Any]:
         "ordinal": diagnoses.c.sequence,
         "diagnosis_code": diagnoses.c.icd10_code,
     }
-    diagnosis_rows = (
-        sa.select(
+    # The union's columns with their types (the same in every kind that has them).
+    names = list(dict.fromkeys([*encounter_values, *line_values, *diagnosis_values]))
+    types = {
+        name: column.type
+        for values in (encounter_values, line_values, diagnosis_values)
+        for name, column in values.items()
+    }
+
+    def select(values: dict[str, Any]) -> sa.Select[Any]:
+        return sa.select(
             *(
-                diagnosis_values[column.name].label(column.name)
-                if column.name in shared
-                else sa.cast(sa.null(), column.type).label(column.name)
-                for column in line_rows.selected_columns
+                (values[name] if name in values else sa.cast(sa.null(), types[name])).label(name)
+                for name in names
             )
         )
+
+    encounter_rows = select(encounter_values).select_from(
+        # Outer joins throughout: an encounter whose patient, provider or facility row is
+        # missing still comes out (and is rejected for the missing field) instead of vanishing.
+        billable.outerjoin(patients, patients.c.id == billable.c.patient_id)
+        .outerjoin(facilities, facilities.c.id == billable.c.facility_id)
+        .outerjoin(encounter_provider, encounter_provider.c.id == billable.c.provider_id)
+        .outerjoin(coverages, coverages.c.id == billable.c.coverage_id)
+        .outerjoin(payers, payers.c.id == coverages.c.payer_id)
+    )
+    line_rows = (
+        select(line_values)
+        .select_from(
+            charges.join(encounters, encounters.c.id == charges.c.encounter_id).outerjoin(
+                line_provider, line_provider.c.id == charges.c.provider_id
+            )
+        )
+        .where(*_window(start, end))
+    )
+    diagnosis_rows = (
+        select(diagnosis_values)
         .select_from(diagnoses.join(encounters, encounters.c.id == diagnoses.c.encounter_id))
         .where(*_window(start, end))
     )
-    rows = sa.union_all(line_rows, diagnosis_rows).subquery("encounter_rows")
+    rows = sa.union_all(encounter_rows, line_rows, diagnosis_rows).subquery("encounter_rows")
     return sa.select(rows).order_by(
         rows.c.service_date, rows.c.encounter_key, rows.c.row_kind, rows.c.ordinal
     )
@@ -348,51 +372,64 @@ def _provider_name(first: Any, last: Any, credential: Any) -> str | None:
 
 def _line_batch(block: RowBlock) -> pa.RecordBatch:
     """The LINE_SCHEMA lines of a block of whole encounters, column by column. Each
-    encounter's diagnosis rows (they sort before its lines) become its claim_diagnosis_codes;
-    its charge-line rows become lines (there is always at least one: the charge join is an
-    outer join). The claim-level columns are computed once per encounter, from its first
-    charge-line row, and spread over its lines by index."""
+    encounter's diagnosis rows become its claim_diagnosis_codes, its claim-level row its
+    claim-level columns (computed once, spread over its lines by index) and each charge-line
+    row a line; an encounter without charges is one line with null line columns, so that it
+    is counted (and rejected) rather than lost."""
     columns, unreadable = block.columns, block.unreadable
-    first_rows: list[int] = []  # per encounter: its first charge-line row
+    claim_rows: list[int] = []  # per encounter: its claim-level row
     claim_codes: list[str | None] = []  # per encounter: its diagnosis codes
-    lines: list[int] = []  # per line: its row
+    lines: list[int | None] = []  # per line: its row (None: the encounter has no charges)
     line_encounters: list[int] = []  # per line: its encounter's number
     line_unreadable: list[str | None] = []
     encounter_key: Any = object()
     codes: list[str] = []
     number: int | None = None
-    diagnosis_unreadable: list[str] = []
+    claim_unreadable: list[str] = []  # of the encounter's diagnosis and claim-level rows
     diagnosis_codes = columns["diagnosis_code"]
+
+    def close_encounter() -> None:
+        if number is not None and (not line_encounters or line_encounters[-1] != number):
+            lines.append(None)
+            line_encounters.append(number)
+            line_unreadable.append(unreadable_columns(claim_unreadable) or None)
+
     for row, (key, kind) in enumerate(
         zip(columns["encounter_key"], columns["row_kind"], strict=True)
     ):
         if key != encounter_key:
-            encounter_key, codes, number, diagnosis_unreadable = key, [], None, []
+            close_encounter()
+            encounter_key, codes, number, claim_unreadable = key, [], None, []
         if kind == _DIAGNOSIS_ROW:
             code = as_text(diagnosis_codes[row])
             if code:
                 codes.append(code)
             if row in unreadable:
-                diagnosis_unreadable += _kind_of(unreadable[row], diagnosis=True)
-            continue
-        if number is None:
-            number = len(first_rows)
-            first_rows.append(row)
+                claim_unreadable += _kind_of(unreadable[row], diagnosis=True)
+        elif number is None:  # the claim-level row (the first, if a view repeats it)
+            if kind != _ENCOUNTER_ROW:
+                raise ValueError(f"encounter {key}: charge lines without its encounter row")
+            number = len(claim_rows)
+            claim_rows.append(row)
             claim_codes.append(",".join(codes) or None)
-        lines.append(row)
-        line_encounters.append(number)
-        names = diagnosis_unreadable
-        if row in unreadable:
-            names = [*names, *_kind_of(unreadable[row], diagnosis=False)]
-        line_unreadable.append(unreadable_columns(names) if names else None)
+            if row in unreadable:
+                claim_unreadable += _kind_of(unreadable[row], diagnosis=False)
+        elif kind == _LINE_ROW:
+            lines.append(row)
+            line_encounters.append(number)
+            names = claim_unreadable
+            if row in unreadable:
+                names = [*names, *_kind_of(unreadable[row], diagnosis=False)]
+            line_unreadable.append(unreadable_columns(names) if names else None)
+    close_encounter()
 
-    def first(name: str) -> list[Any]:
+    def first(name: str) -> list[Any]:  # per encounter
         column = columns[name]
-        return [column[row] for row in first_rows]
+        return [column[row] for row in claim_rows]
 
-    def line(name: str) -> list[Any]:
+    def line(name: str) -> list[Any]:  # per line
         column = columns[name]
-        return [column[row] for row in lines]
+        return [None if row is None else column[row] for row in lines]
 
     keys = first("encounter_key")
     encounter: dict[str, list[Any]] = {
@@ -423,10 +460,11 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
     by_line = [value is not None for value in line("line_provider_id")]
 
     def provider(part: str) -> list[Any]:
+        of_encounter = first("provider_" + part)
         return [
-            own if mine else encounters_
-            for mine, own, encounters_ in zip(
-                by_line, line("line_provider_" + part), line("provider_" + part), strict=True
+            own if mine else of_encounter[number]
+            for mine, own, number in zip(
+                by_line, line("line_provider_" + part), line_encounters, strict=True
             )
         ]
 
