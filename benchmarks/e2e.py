@@ -426,6 +426,8 @@ def summarise(bench: Bench, results: dict[str, Any]) -> dict[str, Any]:
         "lines_per_second": round(lines / best["wall_seconds"]),
         "claims_per_second": round(claims / best["wall_seconds"]),
         "cpu_seconds_best_run": round(best["cpu_user_seconds"] + best["cpu_system_seconds"], 1),
+        "children_cpu_seconds_best_run": best.get("children_cpu_seconds", 0.0),
+        "children_peak_rss_mib_best_run": best.get("children_peak_rss_mib", 0.0),
         "peak_rss_mib_best_run": best["peak_rss_mib"],
         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in e2e),
         "steps": best["steps"],
@@ -455,6 +457,8 @@ def report(bench: Bench, results: dict[str, Any]) -> None:
         f"  run alone (after Dagster import) {s['run_seconds_best']:.1f} s; pipeline process CPU "
         f"{s['cpu_seconds_best_run']:.1f} s; peak RSS pipeline "
         f"process {s['peak_rss_mib_best_run']:.0f} MiB (max over runs {s['peak_rss_mib_max']:.0f});"
+        f" its child processes {s.get('children_cpu_seconds_best_run', 0):.1f} CPU s, peak "
+        f"{s.get('children_peak_rss_mib_best_run', 0):.0f} MiB;"
         f" emulator (apart) {s['emulator'].get('peak_rss_mib', 0):.0f} MiB, "
         f"{s['emulator'].get('cpu_seconds', 0):.1f} CPU s"
     )

@@ -124,6 +124,8 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
         finished = time.perf_counter()
         # Before reading the event log back: only the run counts toward the peak.
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        # Processes the run started and waited for (the SQLite fingerprint process).
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak_kib = peak_rss_kib()
         sampler.stop()
         steps: dict[str, dict[str, Any]] = {}
@@ -172,6 +174,8 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
         "ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1),
         "cpu_user_seconds": round(usage.ru_utime, 2),
         "cpu_system_seconds": round(usage.ru_stime, 2),
+        "children_cpu_seconds": round(children.ru_utime + children.ru_stime, 2),
+        "children_peak_rss_mib": round(children.ru_maxrss / 1024, 1),
         "rss_timeline_mib": _thin(sampler.samples),
         "materializations": materializations,
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,9 +17,9 @@ from claims_pipeline.errors import ClaimsPipelineError, SourceError, StorageErro
 from claims_pipeline.names import ENCOUNTERS
 from claims_pipeline.phi import describe_error
 from claims_pipeline.sources.base import BatchSource, EncounterSource, to_record_batch
-from claims_pipeline.sources.changes import extraction_facts
+from claims_pipeline.sources.changes import facts_of, fingerprints_alongside
 from claims_pipeline.sources.lines import LINE_SCHEMA
-from claims_pipeline.storage import PartitionStore
+from claims_pipeline.storage import FINGERPRINT, PartitionStore, add_facts, format_instant
 
 PROGRESS_EVERY_ROWS = 100_000
 
@@ -52,11 +52,12 @@ def extract_days(
                 raise SourceError(
                     f"EHR_SCHEMA={source.name} cannot read this database: " + "; ".join(problems)
                 )
-            # Read before the lines: an edit made meanwhile shows as a change the next night.
-            facts = extraction_facts(conn, source.name, days)
+            # Read from before the lines: an edit made meanwhile shows as a change next night.
+            instant = format_instant(datetime.now(UTC))
+            fingerprints = files.enter_context(fingerprints_alongside(conn, source.name, days))
             writers = {
                 key: files.enter_context(_storing(store.writer(ENCOUNTERS, key, LINE_SCHEMA, f)))
-                for key, f in facts.items()
+                for key, f in facts_of(days, instant, {}).items()
             }
             end = days[-1] + timedelta(days=1)
             batches = (
@@ -64,7 +65,10 @@ def extract_days(
                 if isinstance(source, BatchSource)
                 else map(to_record_batch, source.extract(conn, days[0], end, chunk_rows))
             )
-            return _split_by_day(batches, writers, progress)
+            tallies = _split_by_day(batches, writers, progress)
+            for day, fingerprint in fingerprints().items():
+                add_facts(writers[day.isoformat()], {FINGERPRINT: fingerprint})
+            return tallies
     except ClaimsPipelineError:
         raise
     except Exception as error:

@@ -93,6 +93,13 @@ def _encode(facts: dict[str, str]) -> dict[bytes, bytes]:
     return {f"{_FACT_PREFIX}{key}".encode(): value.encode() for key, value in facts.items()}
 
 
+def add_facts(writer: pq.ParquetWriter, facts: dict[str, str]) -> None:
+    """Store more facts with a file being written (:meth:`PartitionStore.writer`): facts known
+    only once its rows are written. An added fact with the name of one given when it was
+    opened replaces it."""
+    writer.add_key_value_metadata(_encode(facts))
+
+
 class PartitionStore:
     """Per-partition Parquet files of the pipeline's assets under one root."""
 
@@ -153,7 +160,8 @@ class PartitionStore:
         """The facts stored with a partition's file ({} when absent or written without)."""
         try:
             with self.fs.open_input_file(self.path(asset, partition)) as source:
-                stored = pq.read_schema(source).metadata or {}
+                # the file's key-value metadata: the schema's, and any added_facts
+                stored = pq.read_metadata(source).metadata or {}
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
             return {}
         return {

@@ -12,17 +12,24 @@ through a backfill. The ``sql`` adapter has no fingerprint (its query is the use
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import BIT
 
+from claims_pipeline.errors import SourceError
 from claims_pipeline.sources.base import STREAMING
-from claims_pipeline.storage import EXTRACTED_AT, FINGERPRINT, format_instant
+from claims_pipeline.storage import EXTRACTED_AT, FINGERPRINT
 
 _MASK = (1 << 64) - 1
 
@@ -145,17 +152,122 @@ def _as_day(value: Any) -> date | None:
         return None
 
 
-def extraction_facts(conn: Connection, schema: str, days: list[date]) -> dict[str, dict[str, str]]:
-    """Per day (ISO key) the facts stored with its extracted file: the instant of reading and,
-    where the adapter has one, the day's fingerprint. Call it before extracting the lines."""
-    instant = format_instant(datetime.now(UTC))
-    fingerprints = fingerprints_for(conn, schema, days)
+def facts_of(
+    days: list[date], instant: str, fingerprints: dict[date, str]
+) -> dict[str, dict[str, str]]:
+    """Per day (ISO key): the instant of reading and, if there is one, the fingerprint."""
     facts = {}
     for day in days:
         facts[day.isoformat()] = {EXTRACTED_AT: instant}
         if day in fingerprints:
             facts[day.isoformat()][FINGERPRINT] = fingerprints[day]
     return facts
+
+
+@contextmanager
+def fingerprints_alongside(
+    conn: Connection, schema: str, days: list[date]
+) -> Iterator[Callable[[], dict[date, str]]]:
+    """:func:`fingerprints_for` of ``days``, for a caller that reads the lines inside the
+    block and calls the yielded function for the fingerprints when it needs them.
+
+    The fingerprint must never cover an edit the lines miss (the edit would never show as a
+    change): it is read from a snapshot taken before the block starts. On a SQLite file the
+    rows are hashed in Python, as long as reading the lines: another process hashes them, in
+    one read transaction begun before this yields, on the machine's other core. Elsewhere
+    (the server hashes, or the database is in memory) they are computed here, first."""
+    url = conn.engine.url
+    in_memory = (url.database or "") in ("", ":memory:") or url.query.get("mode") == "memory"
+    if conn.dialect.name != "sqlite" or in_memory or not days or not supports_fingerprints(schema):
+        found = fingerprints_for(conn, schema, days)
+        yield lambda: found
+        return
+    with _FingerprintProcess(url, schema, days) as process:
+        yield process.result
+
+
+class _FingerprintProcess:
+    """``python -m claims_pipeline.sources.changes``: given the request on its stdin, it opens
+    a read transaction, answers ``ready``, then the fingerprints as one JSON line."""
+
+    def __init__(self, url: sa.URL, schema: str, days: list[date]):
+        self.request = {
+            "url": url.render_as_string(hide_password=False),
+            "schema": schema,
+            "days": [day.isoformat() for day in days],
+        }
+
+    def __enter__(self) -> _FingerprintProcess:
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "claims_pipeline.sources.changes"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # a traceback could quote a row: answers are PHI-free
+            env={**os.environ, "PYTHONPATH": path},
+            text=True,
+        )
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(self.request) + "\n")
+            self.process.stdin.close()
+            self._answer(expect="ready")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _answer(self, expect: str) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = {"error": f"the fingerprint process ended (exit code {self.process.poll()})"}
+        if "error" in answer:
+            raise SourceError(f"Fingerprinting the EHR rows failed: {answer['error']}")
+        return answer[expect]
+
+    def result(self) -> dict[date, str]:
+        found = self._answer(expect="fingerprints")
+        return {date.fromisoformat(day): value for day, value in found.items()}
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _serve_fingerprints() -> None:
+    """The fingerprint process (see :class:`_FingerprintProcess`)."""
+    from claims_pipeline.phi import describe_error
+    from claims_pipeline.sources.connection import read_only_engine
+
+    def say(answer: dict[str, Any]) -> None:
+        print(json.dumps(answer), flush=True)
+
+    try:
+        request = json.loads(sys.stdin.readline())
+        days = [date.fromisoformat(day) for day in request["days"]]
+        engine = read_only_engine(request["url"])
+        with engine.connect() as conn:
+            # One read transaction for every statement, its snapshot taken now.
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            cursor.close()
+            say({"ready": True})
+            found = fingerprints_for(conn, request["schema"], days)
+        say({"fingerprints": {day.isoformat(): value for day, value in found.items()}})
+    except Exception as error:
+        say({"error": describe_error(error)})
+
+
+if __name__ == "__main__":
+    _serve_fingerprints()
 
 
 def changed_days(

@@ -2,16 +2,20 @@
 
 from datetime import date, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from claims_pipeline.demo.seed import seed_demo
+from claims_pipeline.errors import SourceError
 from claims_pipeline.sources.changes import (
     EMPTY,
     changed_days,
     contiguous_ranges,
     day_fingerprints,
+    fingerprints_alongside,
     fingerprints_for,
 )
+from claims_pipeline.sources.connection import read_only_engine
 from claims_pipeline_tests.databases import fresh_database_fixture
 
 TODAY = date(2026, 6, 1)
@@ -86,3 +90,46 @@ def test_contiguous_ranges():
         (d + timedelta(days=3), d + timedelta(days=4)),
         (d + timedelta(days=9), d + timedelta(days=9)),
     ]
+
+
+def _seeded_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ehr.db'}"
+    seed_demo(url, days=6, encounters_per_day=5, today=TODAY)
+    writable = sa.create_engine(url)
+    with writable.connect() as conn:  # readers and a writer at once, as an EHR would run it
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    return url, writable
+
+
+def test_a_sqlite_file_is_fingerprinted_alongside_from_a_snapshot_taken_before(tmp_path):
+    url, writable = _seeded_sqlite_file(tmp_path)
+    days = [FIRST + timedelta(days=i) for i in range(8)]  # two days past the data: EMPTY
+    engine = read_only_engine(url)
+    with engine.connect() as conn:
+        expected = fingerprints_for(conn, "reference", days)
+        with fingerprints_alongside(conn, "reference", days) as alongside:
+            # An edit after the block began: it must not be in the fingerprint (the lines read
+            # in the block may miss it; the next night's fingerprint then differs).
+            with writable.begin() as edit:
+                edit.execute(sa.text("UPDATE charges SET line_amount = line_amount + 1"))
+            assert alongside() == expected
+        assert EMPTY in expected.values()
+        after = fingerprints_for(conn, "reference", days)
+    assert {day for day in days if after[day] != expected[day]} == {
+        day for day in days if expected[day] != EMPTY
+    }
+    engine.dispose()
+
+
+def test_a_failed_fingerprint_process_fails_the_extract_by_name(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with sa.create_engine(url).begin() as setup:
+        setup.exec_driver_sql("CREATE TABLE unrelated (id INTEGER)")
+    engine = read_only_engine(url)
+    with (
+        engine.connect() as conn,
+        pytest.raises(SourceError, match="Fingerprinting the EHR rows failed"),
+        fingerprints_alongside(conn, "reference", [TODAY]) as alongside,
+    ):
+        alongside()
+    engine.dispose()
