@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -172,18 +173,72 @@ def fingerprints_alongside(
     block and calls the yielded function for the fingerprints when it needs them.
 
     The fingerprint must never cover an edit the lines miss (the edit would never show as a
-    change): it is read from a snapshot taken before the block starts. On a SQLite file the
-    rows are hashed in Python, as long as reading the lines: another process hashes them, in
-    one read transaction begun before this yields, on the machine's other core. Elsewhere
-    (the server hashes, or the database is in memory) they are computed here, first."""
+    change): it is read from a snapshot taken before the block starts, while the lines are
+    read. On PostgreSQL and MySQL/MariaDB the server hashes, on a second connection in a
+    REPEATABLE READ transaction, waited for by a thread. On a SQLite file the rows are hashed
+    in Python, which would cost this process as much as a third of the extract: another
+    process hashes them, in a read transaction. Elsewhere (an in-memory SQLite database,
+    another dialect) they are computed here, first."""
     url = conn.engine.url
     in_memory = (url.database or "") in ("", ":memory:") or url.query.get("mode") == "memory"
-    if conn.dialect.name != "sqlite" or in_memory or not days or not supports_fingerprints(schema):
+    if not days or not supports_fingerprints(schema):
+        yield lambda: {}
+    elif conn.dialect.name in _HASHED_BY_SERVER:
+        with _FingerprintThread(conn.engine, schema, days) as thread:
+            # The lines' snapshot must not predate the fingerprint's: a transaction of this
+            # connection may have taken one already (MySQL's default is REPEATABLE READ).
+            if conn.in_transaction():
+                conn.rollback()
+            yield thread.result
+    elif conn.dialect.name == "sqlite" and not in_memory:
+        with _FingerprintProcess(url, schema, days) as process:
+            yield process.result
+    else:
         found = fingerprints_for(conn, schema, days)
         yield lambda: found
-        return
-    with _FingerprintProcess(url, schema, days) as process:
-        yield process.result
+
+
+_HASHED_BY_SERVER = ("postgresql", "mysql", "mariadb")
+
+
+class _FingerprintThread:
+    """:func:`fingerprints_for` on a second connection whose REPEATABLE READ snapshot is taken
+    (by reading one of the fingerprinted tables) before the block starts, in a thread that
+    mostly waits for the server."""
+
+    def __init__(self, engine: sa.Engine, schema: str, days: list[date]):
+        self.engine, self.schema, self.days = engine, schema, days
+        self.found: dict[date, str] = {}
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> _FingerprintThread:
+        self.conn = self.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        try:
+            _, _, _, source, _ = next(_row_sets(self.schema, self.days[0], self.days[0]))
+            self.conn.execute(sa.select(sa.literal(1)).select_from(source).limit(1)).all()
+        except BaseException:
+            self.conn.close()
+            raise
+        self.thread = threading.Thread(target=self._run, name="day-fingerprints", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.found = fingerprints_for(self.conn, self.schema, self.days)
+        except BaseException as error:  # re-raised by result(), in the caller's thread
+            self.error = error
+        finally:
+            self.conn.close()
+
+    def result(self) -> dict[date, str]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join()  # a server query cannot be called back; its connection closes
 
 
 class _FingerprintProcess:
