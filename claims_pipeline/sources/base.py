@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from claims_pipeline.sources.lines import LINE_SCHEMA
+
+T = TypeVar("T")
 
 # A chunk is a list of row dicts, about 1 KB a row in Python, and a consumer's loop holds the
 # previous chunk while the next is built. 20,000 rows keep a 500,000-line day under 250 MB of
@@ -182,6 +184,25 @@ def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
             value = convert(row.get(name))
             columns[name].append(None if value is UNREADABLE else value)
     return pa.RecordBatch.from_pydict(columns, schema=LINE_SCHEMA)
+
+
+# Types whose equal values convert alike (1 == 1.0 == Decimal("1.00") == True do not).
+_PLAIN_TYPES = frozenset({str, bytes, int, type(None)})
+
+
+def convert_each(convert: Callable[..., T], *columns: Sequence[Any]) -> list[T]:
+    """``convert`` of each row of ``columns``, computed once per distinct row when every value
+    is text, bytes, an int or None (a block's codes, names and addresses repeat); value by
+    value otherwise."""
+    if not all(set(map(type, column)) <= _PLAIN_TYPES for column in columns):
+        return list(map(convert, *columns))
+    if len(columns) == 1:
+        (column,) = columns
+        done = {value: convert(value) for value in set(column)}
+        return list(map(done.__getitem__, column))
+    rows = list(zip(*columns, strict=True))
+    converted = {row: convert(*row) for row in set(rows)}
+    return list(map(converted.__getitem__, rows))
 
 
 def chunk_by_encounter(

@@ -39,6 +39,7 @@ from claims_pipeline.sources.base import (
     as_date,
     as_text,
     chunk_by_encounter,
+    convert_each,
     stream_blocks,
     unreadable_columns,
 )
@@ -439,10 +440,10 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
         "visit_number": list(map(as_text, first("visit_number"))),
         "patient_name": list(map(_joined, first("patient_first_name"), first("patient_last_name"))),
         "patient_dob": list(map(as_date, first("date_of_birth"))),
-        "patient_gender": list(map(as_text, first("sex"))),
+        "patient_gender": convert_each(as_text, first("sex")),
         "patient_member_id": list(map(as_text, first("member_id"))),
-        "payer_name": list(map(as_text, first("payer_name"))),
-        "payer_phone": list(map(as_text, first("payer_phone"))),
+        "payer_name": convert_each(as_text, first("payer_name")),
+        "payer_phone": convert_each(as_text, first("payer_phone")),
         "place_of_service": [
             as_text(by_encounter) or as_text(by_facility)
             for by_encounter, by_facility in zip(
@@ -450,10 +451,10 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
             )
         ],
         "claim_diagnosis_codes": claim_codes,
-        "provider_street": list(map(as_text, first("street"))),
-        "provider_city": list(map(as_text, first("city"))),
-        "provider_state": list(map(as_text, first("state"))),
-        "provider_postal_code": list(map(as_text, first("postal_code"))),
+        "provider_street": convert_each(as_text, first("street")),
+        "provider_city": convert_each(as_text, first("city")),
+        "provider_state": convert_each(as_text, first("state")),
+        "provider_postal_code": convert_each(as_text, first("postal_code")),
     }
     # A line that names its own rendering provider uses that provider's name and NPI even when
     # the row it points at is missing: billing it under someone else's NPI would be wrong.
@@ -469,23 +470,18 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
         ]
 
     line_values: dict[str, list[Any]] = {
-        "provider_name": list(
-            map(
-                _provider_name,
-                provider("first_name"),
-                provider("last_name"),
-                provider("credential"),
-            )
+        "provider_name": convert_each(
+            _provider_name, provider("first_name"), provider("last_name"), provider("credential")
         ),
-        "provider_npi": list(map(as_text, provider("npi"))),
+        "provider_npi": convert_each(as_text, provider("npi")),
         "line_number": [None if value is None else int(value) for value in line("ordinal")],
-        "hcpcs_code": list(map(as_text, line("hcpcs_code"))),
-        "modifiers": list(map(as_text, line("modifiers"))),
-        "units": list(map(_units, line("units"))),
-        "line_amount": list(map(as_text, line("line_amount"))),
+        "hcpcs_code": convert_each(as_text, line("hcpcs_code")),
+        "modifiers": convert_each(as_text, line("modifiers")),
+        "units": convert_each(_units, line("units")),
+        "line_amount": convert_each(as_text, line("line_amount")),
         "line_service_date_from": list(map(as_date, line("service_date_from"))),
         "line_service_date_to": list(map(as_date, line("service_date_to"))),
-        "line_diagnosis_codes": list(map(_codes, line("diagnosis_codes"))),
+        "line_diagnosis_codes": convert_each(_codes, line("diagnosis_codes")),
         "unreadable_columns": line_unreadable,
     }
     spread = pa.array(line_encounters, pa.int32())
