@@ -1,4 +1,5 @@
 from datetime import date, datetime
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ from claims_pipeline.sources.base import (
     RowBlock,
     as_date,
     as_text,
+    convert_each,
     decode_text,
     read_date,
     read_int,
@@ -195,3 +197,27 @@ def test_row_block_split_and_extend_are_inverse():
     assert tail.unreadable == {0: ["t.b"], 1: ["t.a"]} and head.unreadable == {}
     assert head.extend(tail) == block
     assert list(block.rows())[1] == {"a": 2, "b": None, UNREADABLE_KEY: ["t.b"]}
+
+
+def test_convert_each_shares_a_result_only_between_values_that_read_alike():
+    seen: list[object] = []
+
+    def text(value):
+        seen.append(value)
+        return as_text(value)
+
+    assert convert_each(text, ["99213", "99213", None, "99213"]) == [
+        "99213",
+        "99213",
+        None,
+        "99213",
+    ]
+    assert sorted(map(str, seen)) == ["99213", "None"]  # once per distinct value
+    # Equal but not alike: each converted on its own.
+    mixed = [Decimal("1.0"), Decimal("1.00"), 1, 1.0, True]
+    assert convert_each(as_text, mixed) == ["1.0", "1.00", "1", "1.0", "True"]
+    assert convert_each(lambda a, b: f"{a}|{b}", ["x", "x", "y"], [1, 1, 1]) == [
+        "x|1",
+        "x|1",
+        "y|1",
+    ]
