@@ -19,7 +19,13 @@ from claims_pipeline.contract import canonical_hash, canonical_json
 from claims_pipeline.names import CLAIMS, ENCOUNTERS, REJECTIONS
 from claims_pipeline.phi import claim_preview
 from claims_pipeline.rules import CODE_SET_RELEASE, AmountLimits, ClaimResult, build_claims
-from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore, RowBuffer
+from claims_pipeline.storage import (
+    CLAIM_SCHEMA,
+    REJECTION_SCHEMA,
+    PartitionStore,
+    RowBuffer,
+    python_rows,
+)
 
 PREVIEW_ROWS = 5
 
@@ -45,7 +51,7 @@ def _encounter_rows(
     """The day's lines; ``billing`` collects each encounter's payer, rendering NPI and billed
     total on the way (what a rejection reports, without PHI)."""
     for batch in store.read_batches(ENCOUNTERS, day):
-        for row in batch.to_pylist():
+        for row in python_rows(batch):
             found = billing.get(row["encounter_id"])
             if found is None:
                 found = billing[row["encounter_id"]] = EncounterBilling(
