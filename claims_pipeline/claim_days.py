@@ -4,6 +4,7 @@ happened. Plain code, called by the ``claims`` / ``claim_rejections`` assets."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -98,6 +99,13 @@ class EncounterBilling:
             self.amount = None  # not a number: unknown, never guessed
 
 
+# An accepted claim's amounts (positive) repeat: each converted once. typed: the wire's int
+# 150 and float 150.0 are different texts ("150", "150.0").
+@functools.lru_cache(maxsize=16_384, typed=True)
+def _wire_amount(number: int | float) -> Decimal:
+    return Decimal(str(number))
+
+
 def claim_row(result: ClaimResult) -> dict[str, Any]:
     """The stored row of an accepted claim (``result.wire`` is set)."""
     wire = result.wire
@@ -113,7 +121,7 @@ def claim_row(result: ClaimResult) -> dict[str, Any]:
         "visit_number": wire["visit_number"],
         "payer_name": wire["payer_name"],
         "line_count": len(lines),
-        "total_amount": str(sum(Decimal(str(line["monetary_amount"])) for line in lines)),
+        "total_amount": str(sum(_wire_amount(line["monetary_amount"]) for line in lines)),
         "icd_codes": ",".join(wire["icd_codes"]),
         "hcpcs_codes": ",".join(line["hcpcs_code"] for line in lines),
         "content_hash": canonical_hash(payload),
