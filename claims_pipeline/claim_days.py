@@ -20,6 +20,7 @@ from claims_pipeline.contract import canonical_hash, canonical_json
 from claims_pipeline.names import CLAIMS, ENCOUNTERS, REJECTIONS
 from claims_pipeline.phi import claim_preview
 from claims_pipeline.rules import CODE_SET_RELEASE, AmountLimits, ClaimResult, build_claims
+from claims_pipeline.rules.assembly import parse_decimal
 from claims_pipeline.storage import (
     CLAIM_SCHEMA,
     REJECTION_SCHEMA,
@@ -94,7 +95,7 @@ class EncounterBilling:
         if self.amount is None or line_amount is None:
             return
         try:
-            self.amount += Decimal(line_amount)
+            self.amount += parse_decimal(line_amount)
         except ArithmeticError:
             self.amount = None  # not a number: unknown, never guessed
 
