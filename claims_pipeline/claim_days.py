@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,14 +82,20 @@ class BillingMix:
         self.held_back += amount or Decimal(0)
 
 
+def _shared(text: str | None) -> str | None:
+    return sys.intern(text) if type(text) is str else text
+
+
 class EncounterBilling:
     """Payer, rendering NPI and billed total of one encounter as the EHR has them."""
 
     __slots__ = ("payer_name", "provider_npi", "amount")
 
     def __init__(self, payer_name: str | None, provider_npi: str | None):
-        self.payer_name = payer_name
-        self.provider_npi = provider_npi
+        # One of these per encounter of a ranged run, but only a handful of payers and NPIs:
+        # each text held once (~110 bytes less per encounter, ~35 MiB at 1M lines).
+        self.payer_name = _shared(payer_name)
+        self.provider_npi = _shared(provider_npi)
         self.amount: Decimal | None = Decimal(0)
 
     def add(self, line_amount: str | None) -> None:
