@@ -102,8 +102,16 @@ def _wire_amount(value: Any) -> Any:
     return wire_number(value)
 
 
+def _fields(mapping: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """``{field: mapping.get(field) for field in fields}``. A dict with exactly these keys in
+    this order (what assemble_claim builds) is copied instead: a third of the cost."""
+    if type(mapping) is dict and tuple(mapping) == fields:
+        return mapping.copy()
+    return {field: mapping.get(field) for field in fields}
+
+
 def _wire_line(line: Mapping[str, Any]) -> dict[str, Any]:
-    wire: dict[str, Any] = {field: line.get(field) for field in CHARGE_LINE_FIELDS}
+    wire = _fields(line, CHARGE_LINE_FIELDS)
     wire["monetary_amount"] = _wire_amount(wire["monetary_amount"])
     wire["units"] = _wire_amount(wire["units"])
     wire["diagnosis_code_pointers"] = list(wire["diagnosis_code_pointers"])
@@ -122,7 +130,7 @@ def wire_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     quarter of the cost: the pydantic path took as long as assembly and validation together.
     Strings pass through; dates become ISO text and Decimals JSON numbers by the contract's own
     rule; None modifiers are left out."""
-    wire: dict[str, Any] = {field: claim.get(field) for field in CLAIM_FIELDS}
+    wire = _fields(claim, CLAIM_FIELDS)
     wire["patient_dob"] = wire["patient_dob"].isoformat()
     wire["icd_codes"] = list(wire["icd_codes"])
     wire["charge_lines"] = [_wire_line(line) for line in wire["charge_lines"]]
