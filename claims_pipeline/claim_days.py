@@ -110,7 +110,7 @@ class EncounterBilling:
 # An accepted claim's amounts (positive) repeat: each converted once. typed: the wire's int
 # 150 and float 150.0 are different texts ("150", "150.0").
 @functools.lru_cache(maxsize=16_384, typed=True)
-def _wire_amount(number: int | float) -> Decimal:
+def _decimal_of(number: int | float) -> Decimal:
     return Decimal(str(number))
 
 
@@ -129,7 +129,7 @@ def claim_row(result: ClaimResult) -> dict[str, Any]:
         "visit_number": wire["visit_number"],
         "payer_name": wire["payer_name"],
         "line_count": len(lines),
-        "total_amount": str(sum(_wire_amount(line["monetary_amount"]) for line in lines)),
+        "total_amount": str(sum(_decimal_of(line["monetary_amount"]) for line in lines)),
         "icd_codes": ",".join(wire["icd_codes"]),
         "hcpcs_codes": ",".join(line["hcpcs_code"] for line in lines),
         "content_hash": canonical_hash(payload),

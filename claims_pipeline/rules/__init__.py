@@ -85,7 +85,7 @@ def _unreadable(encounter_rows: list[Mapping[str, Any]]) -> list[Problem]:
 # A night's lines repeat a few hundred amounts and a few dates: each converted once. typed:
 # an int and the Decimal equal to it are different inputs.
 @functools.lru_cache(maxsize=16_384, typed=True)
-def _wire_decimal(value: Decimal) -> int | float:
+def _cached_wire_number(value: Decimal) -> int | float:
     return wire_number(value)
 
 
@@ -94,11 +94,11 @@ def _iso_date(value: date) -> str:
     return value.isoformat()
 
 
-def _wire_amount(value: Any) -> Any:
+def _wire_number(value: Any) -> Any:
     """``wire_number(value)``, from the cache for a finite Decimal (a NaN is not cached: a
     signalling one cannot be hashed)."""
     if type(value) is Decimal and value.is_finite():
-        return _wire_decimal(value)
+        return _cached_wire_number(value)
     return wire_number(value)
 
 
@@ -112,8 +112,8 @@ def _fields(mapping: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, An
 
 def _wire_line(line: Mapping[str, Any]) -> dict[str, Any]:
     wire = _fields(line, CHARGE_LINE_FIELDS)
-    wire["monetary_amount"] = _wire_amount(wire["monetary_amount"])
-    wire["units"] = _wire_amount(wire["units"])
+    wire["monetary_amount"] = _wire_number(wire["monetary_amount"])
+    wire["units"] = _wire_number(wire["units"])
     wire["diagnosis_code_pointers"] = list(wire["diagnosis_code_pointers"])
     wire["service_date_from"] = _iso_date(wire["service_date_from"])
     wire["service_date_to"] = _iso_date(wire["service_date_to"])
