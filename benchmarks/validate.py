@@ -14,7 +14,8 @@ import random
 import time
 from collections import Counter
 
-from claims_pipeline.rules import build_claims, load_icd_code_set
+from claims_pipeline.rules import build_claims
+from claims_pipeline.rules.code_sets import icd_statuses
 from claims_pipeline_tests.rules.factories import TODAY, random_encounter_rows
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for n in range(args.claims) for row in random_encounter_rows(rng, n)]
 
     started = time.perf_counter()
-    load_icd_code_set()
+    icd_statuses()
     load_seconds = time.perf_counter() - started
 
     timings = []

@@ -4,13 +4,15 @@ happened. Plain code, called by the ``claims`` / ``claim_rejections`` assets."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +21,14 @@ from claims_pipeline.contract import canonical_hash, canonical_json
 from claims_pipeline.names import CLAIMS, ENCOUNTERS, REJECTIONS
 from claims_pipeline.phi import claim_preview
 from claims_pipeline.rules import CODE_SET_RELEASE, AmountLimits, ClaimResult, build_claims
-from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore, RowBuffer
+from claims_pipeline.rules.assembly import parse_decimal
+from claims_pipeline.storage import (
+    CLAIM_SCHEMA,
+    REJECTION_SCHEMA,
+    PartitionStore,
+    RowBuffer,
+    python_rows,
+)
 
 PREVIEW_ROWS = 5
 
@@ -39,20 +48,52 @@ def _identity(provider_npi: str, claim_submitter_identifier: str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
+#: What a rejection reports of its encounter: payer and rendering NPI of its first row, and its
+#: billed total. A plain tuple, which the garbage collector stops tracking: a ranged run holds
+#: one per encounter (an object each cost ~1 CPU s of collections at 1M lines).
+_Billed = tuple[str | None, str | None, Decimal | None]
+_NO_ENCOUNTER = object()
+
+
 def _encounter_rows(
-    store: PartitionStore, day: str, billing: dict[str, EncounterBilling]
+    store: PartitionStore, day: str, billing: dict[str, _Billed]
 ) -> Iterator[dict[str, Any]]:
     """The day's lines; ``billing`` collects each encounter's payer, rendering NPI and billed
-    total on the way (what a rejection reports, without PHI)."""
+    total on the way (what a rejection reports, without PHI), cumulative over every row of the
+    encounter read so far. An encounter's entry is written when its run of rows ends, so before
+    its claim is built (the rows are grouped by reading the next encounter's first row)."""
+    current: Any = _NO_ENCOUNTER  # the encounter whose run of rows is being read
+    payer = npi = None
+    amount: Decimal | None = None
     for batch in store.read_batches(ENCOUNTERS, day):
-        for row in batch.to_pylist():
-            found = billing.get(row["encounter_id"])
-            if found is None:
-                found = billing[row["encounter_id"]] = EncounterBilling(
-                    row.get("payer_name"), row.get("provider_npi")
-                )
-            found.add(row.get("line_amount"))
+        for row in python_rows(batch):
+            encounter_id = row["encounter_id"]
+            if encounter_id != current:
+                if current is not _NO_ENCOUNTER:
+                    billing[current] = (payer, npi, amount)
+                current = encounter_id
+                known = billing.get(encounter_id)
+                if known is None:
+                    # a handful of payers and NPIs: each text held once, not per encounter
+                    payer, npi = _shared(row.get("payer_name")), _shared(row.get("provider_npi"))
+                    amount = Decimal(0)
+                else:  # the encounter's rows were split: carry on from its earlier rows
+                    payer, npi, amount = known
+            amount = _billed(amount, row.get("line_amount"))
             yield row
+    if current is not _NO_ENCOUNTER:
+        billing[current] = (payer, npi, amount)
+
+
+def _billed(amount: Decimal | None, line_amount: str | None) -> Decimal | None:
+    """``amount`` plus a line's amount text; unknown (None) from the first text that is not a
+    number on, never guessed."""
+    if amount is None or line_amount is None:
+        return amount
+    try:
+        return amount + parse_decimal(line_amount)
+    except ArithmeticError:
+        return None
 
 
 class BillingMix:
@@ -73,23 +114,23 @@ class BillingMix:
         self.held_back += amount or Decimal(0)
 
 
-class EncounterBilling:
+def _shared(text: str | None) -> str | None:
+    return sys.intern(text) if type(text) is str else text
+
+
+class EncounterBilling(NamedTuple):
     """Payer, rendering NPI and billed total of one encounter as the EHR has them."""
 
-    __slots__ = ("payer_name", "provider_npi", "amount")
+    payer_name: str | None
+    provider_npi: str | None
+    amount: Decimal | None
 
-    def __init__(self, payer_name: str | None, provider_npi: str | None):
-        self.payer_name = payer_name
-        self.provider_npi = provider_npi
-        self.amount: Decimal | None = Decimal(0)
 
-    def add(self, line_amount: str | None) -> None:
-        if self.amount is None or line_amount is None:
-            return
-        try:
-            self.amount += Decimal(line_amount)
-        except ArithmeticError:
-            self.amount = None  # not a number: unknown, never guessed
+# An accepted claim's amounts (positive) repeat: each converted once. typed: the wire's int
+# 150 and float 150.0 are different texts ("150", "150.0").
+@functools.lru_cache(maxsize=16_384, typed=True)
+def _decimal_of(number: int | float) -> Decimal:
+    return Decimal(str(number))
 
 
 def claim_row(result: ClaimResult) -> dict[str, Any]:
@@ -107,7 +148,7 @@ def claim_row(result: ClaimResult) -> dict[str, Any]:
         "visit_number": wire["visit_number"],
         "payer_name": wire["payer_name"],
         "line_count": len(lines),
-        "total_amount": str(sum(Decimal(str(line["monetary_amount"])) for line in lines)),
+        "total_amount": str(sum(_decimal_of(line["monetary_amount"]) for line in lines)),
         "icd_codes": ",".join(wire["icd_codes"]),
         "hcpcs_codes": ",".join(line["hcpcs_code"] for line in lines),
         "content_hash": canonical_hash(payload),
@@ -190,7 +231,7 @@ def _build_day(
     ):
         claims_out = RowBuffer(claims_file, CLAIM_SCHEMA)
         rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA)
-        billing: dict[str, EncounterBilling] = {}
+        billing: dict[str, _Billed] = {}
         for result in build_claims(
             _encounter_rows(store, key, billing), today=today, limits=limits
         ):
@@ -208,7 +249,8 @@ def _build_day(
                 if len(figures.preview) < PREVIEW_ROWS and result.wire is not None:
                     figures.preview.append(claim_preview(result.wire))
             else:
-                found = billing.get(result.encounter_id)
+                known = billing.get(result.encounter_id)
+                found = None if known is None else EncounterBilling(*known)
                 rejections_out.append(rejection_row(result, found))
                 held = found.amount if found else None
                 report.by_payer[(found and found.payer_name) or "unknown"].add_rejection(held)

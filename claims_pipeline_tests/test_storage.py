@@ -3,8 +3,12 @@
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from claims_pipeline.storage import EXTRACTED_AT, PartitionStore, format_instant
+from claims_pipeline.sources.lines import LINE_SCHEMA
+from claims_pipeline.storage import EXTRACTED_AT, PartitionStore, format_instant, python_rows
 
 SCHEMA = pa.schema([pa.field("value", pa.int64())])
 
@@ -44,3 +48,52 @@ def test_instants_sort_as_text_in_time_order():
     assert sorted(format_instant(i) for i in reversed(instants)) == [
         format_instant(i) for i in instants
     ]
+
+
+ROW_SCHEMA = pa.schema(
+    [
+        pa.field("day", pa.date32()),
+        pa.field("text", pa.string()),
+        pa.field("number", pa.int32()),
+        pa.field("other_day", pa.date32()),
+    ]
+)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "day": st.none() | st.dates(),
+                "text": st.none() | st.text(),
+                "number": st.none() | st.integers(-(2**31), 2**31 - 1),
+                "other_day": st.none() | st.dates(),
+            }
+        ),
+        max_size=30,
+    )
+)
+def test_python_rows_are_the_batchs_own_rows(rows):
+    batch = pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+    converted = list(python_rows(batch))
+    assert converted == batch.to_pylist()
+    assert [list(map(type, row.values())) for row in converted] == [
+        list(map(type, row.values())) for row in batch.to_pylist()
+    ]
+
+
+def test_python_rows_of_a_line_batch_keep_every_column_in_order():
+    batch = pa.RecordBatch.from_pylist(
+        [{"service_date": datetime(2026, 11, 20).date()}] * 2, schema=LINE_SCHEMA
+    )
+    assert [list(row) for row in python_rows(batch)] == [LINE_SCHEMA.names] * 2
+    assert list(python_rows(batch)) == batch.to_pylist()
+
+
+def test_a_date_past_9999_fails_as_pyarrow_fails():
+    days = pa.array([2_932_897], pa.int32()).cast(pa.date32())  # 10000-01-01
+    batch = pa.RecordBatch.from_arrays([days], names=["day"])
+    with pytest.raises(OverflowError):
+        batch.to_pylist()
+    with pytest.raises(OverflowError):
+        list(python_rows(batch))

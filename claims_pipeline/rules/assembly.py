@@ -135,12 +135,20 @@ def _text(raw: Any) -> Any:
     return raw
 
 
+# A night's lines repeat a few hundred amount and units texts: each parsed once (a Decimal is
+# immutable, so claims may share one). A text that does not parse raises every time.
+@functools.lru_cache(maxsize=16_384)
+def parse_decimal(text: str) -> Decimal:
+    """``Decimal(text)``: surrounding whitespace allowed, InvalidOperation for anything else."""
+    return Decimal(text)
+
+
 def _decimal(raw: Any, missing: Decimal | None = None) -> Any:
     """A Decimal from decimal text (or an int/Decimal a driver handed over); ``missing`` for
     None or blank text; the value as it came when it does not parse, for the validator."""
     if isinstance(raw, str):
         try:
-            return Decimal(raw)  # surrounding whitespace is allowed by Decimal itself
+            return parse_decimal(raw)
         except InvalidOperation:
             return raw if raw.strip() else missing
     if raw is None:

@@ -450,9 +450,13 @@ def significant_digits(value: Decimal) -> int:
     return max(len(digits), -exponent)
 
 
+# Units repeat (1, 2, 0.5): each counted once. Equal Decimals (1, 1.0) have equal digits.
+_units_digits = functools.lru_cache(maxsize=4096)(significant_digits)
+
+
 def _check_units(found: _Findings, units: Any, index: int) -> None:
     if type(units) is Decimal and units.is_finite() and units > 0:
-        if significant_digits(units) > MAX_UNITS_DIGITS:
+        if _units_digits(units) > MAX_UNITS_DIGITS:
             found.add(
                 ReasonCode.UNITS_INVALID,
                 "units",

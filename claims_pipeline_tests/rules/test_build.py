@@ -7,7 +7,13 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from claims_pipeline.contract import Claim, canonical_json, claim_to_wire
-from claims_pipeline.rules import AmountLimits, ClaimResult, assemble_claim, build_claims
+from claims_pipeline.rules import (
+    AmountLimits,
+    ClaimResult,
+    assemble_claim,
+    build_claims,
+    wire_claim,
+)
 from claims_pipeline.rules.reasons import ReasonCode
 from claims_pipeline_tests.rules.factories import (
     SERVICE_DATE,
@@ -75,6 +81,22 @@ def test_an_office_visit_becomes_the_wire_claim_the_api_documents():
     )
     assert result.accepted
     json.dumps(result.wire)  # JSON-ready as it stands
+
+
+def test_the_wire_holds_only_the_api_fields_in_the_contracts_order():
+    claim = assemble_claim(encounter_rows([{"modifiers": "25"}, {}]))
+    expected = wire_claim(claim)
+    shuffled = dict(reversed(claim.items()))  # same fields, another order, one more key
+    shuffled["charge_lines"] = [
+        {**dict(reversed(line.items())), "note": "internal"} for line in claim["charge_lines"]
+    ]
+    shuffled["internal"] = "not for the API"
+    wire = wire_claim(shuffled)
+    assert wire == expected
+    assert list(wire) == list(expected)
+    assert [list(line) for line in wire["charge_lines"]] == [
+        list(line) for line in expected["charge_lines"]
+    ]
 
 
 def test_cents_are_json_numbers_with_their_fraction():
