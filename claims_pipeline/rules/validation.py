@@ -376,7 +376,10 @@ def _check_charge_lines(
         _check_hcpcs(found, line.get("hcpcs_code"), index)
         amount = line.get("monetary_amount")
         if _check_amount(found, amount, index, limits.max_line):
-            total += amount
+            try:
+                total += amount
+            except ArithmeticError:  # beyond what a Decimal holds (1E+999999999): implausible
+                total = Decimal("Infinity")
         _check_units(found, line.get("units"), index)
         _check_pointers(found, line.get("diagnosis_code_pointers"), positions, index)
         _check_service_dates(

@@ -812,3 +812,12 @@ def test_every_claim_the_validator_accepts_satisfies_the_contract(assembled):
     wire = wire_claim(assembled)
     assert wire == expected
     assert canonical_json(wire) == canonical_json(expected)  # also int vs float, key sets
+
+
+def test_line_amounts_beyond_what_a_decimal_can_sum_reject_the_claim_not_the_step():
+    huge = Decimal("1e999999999")
+    assert findings(claim(**lines(2, monetary_amount=huge))) == [
+        (R.AMOUNT_IMPLAUSIBLE, "monetary_amount", 0),
+        (R.AMOUNT_IMPLAUSIBLE, "monetary_amount", 1),
+        (R.AMOUNT_IMPLAUSIBLE, "monetary_amount", None),
+    ]
