@@ -21,11 +21,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from claims_pipeline.errors import ConfigurationError, DeliveryError
@@ -238,6 +239,9 @@ class DeliveryLedger:
             raise ConfigurationError(
                 f"CLAIMS_LEDGER_URL is not a usable database URL: {type(error).__name__}"
             ) from None
+        self._upsert: _DriverUpsert | None = None
+        self._upsert_compiled = False
+        self._upsert_lock = threading.Lock()
         self._migrate()
 
     # -- schema ---------------------------------------------------------------------------
@@ -298,37 +302,19 @@ class DeliveryLedger:
             return list(_entries(conn, and_(c.tenant_id == tenant_id, c.state.in_(states))))
 
     def record(self, tenant_id: int, acks: Sequence[Acknowledgement], run_id: str) -> None:
-        """Write one acknowledged batch in one transaction: each claim becomes ``delivered``
+        """Write acknowledged claims in one transaction: each claim becomes ``delivered``
         under the acknowledged NPI and content; first_sent_at is kept."""
         if not acks:
             return
         now = _now()
-        rows: list[dict[str, Any]] = [
-            {
-                "tenant_id": tenant_id,
-                "claim_submitter_identifier": a.claim_submitter_identifier,
-                "provider_npi": a.provider_npi,
-                "service_date": a.service_date,
-                "content_hash": a.content_hash,
-                "extracted_at": a.extracted_at,
-                "claim_id": a.claim_id,
-                "state": ClaimState.DELIVERED.value,
-                "held_npi": None,
-                "released_npi": None,
-                "note": None,
-                "run_id": run_id,
-                "first_sent_at": now,
-                "last_sent_at": now,
-                "updated_at": now,
-            }
-            for a in acks
-        ]
         with self.engine.begin() as conn:
-            statement = _upsert(conn.dialect.name)
-            if statement is not None:
-                conn.execute(statement, rows)
+            upsert = self._upsert_for(conn)
+            if upsert is not None:
+                upsert.execute(conn, tenant_id, acks, run_id, now)
                 return
             # Any other dialect (SQL Server): keep first_sent_at, replace the rows.
+            shared = _acknowledged_values(tenant_id, run_id, now)
+            rows = [shared | _claim_values(a) for a in acks]
             keys = [a.claim_submitter_identifier for a in acks]
             first_sent: dict[str, datetime] = {
                 key: sent
@@ -344,6 +330,16 @@ class DeliveryLedger:
             for row, a in zip(rows, acks, strict=True):
                 row["first_sent_at"] = first_sent.get(a.claim_submitter_identifier, now)
             conn.execute(insert(claim_ledger), rows)
+
+    def _upsert_for(self, conn: Connection) -> _DriverUpsert | None:
+        """The acknowledgement upsert of this ledger's database, compiled on first use."""
+        with self._upsert_lock:
+            if not self._upsert_compiled:
+                statement = _upsert(conn.dialect.name)
+                if statement is not None:
+                    self._upsert = _DriverUpsert.compile(statement, conn.dialect)
+                self._upsert_compiled = True
+            return self._upsert
 
     def mark(
         self,
@@ -712,6 +708,90 @@ def _upsert(dialect: str) -> Any:
             {name: statement.inserted[name] for name in _ACKNOWLEDGED_COLUMNS}
         )
     return None
+
+
+def _acknowledged_values(tenant_id: int, run_id: str, now: datetime) -> dict[str, Any]:
+    """What an acknowledgement writes into every row of one write."""
+    return {
+        "tenant_id": tenant_id,
+        "state": ClaimState.DELIVERED.value,
+        "held_npi": None,
+        "released_npi": None,
+        "note": None,
+        "run_id": run_id,
+        "first_sent_at": now,
+        "last_sent_at": now,
+        "updated_at": now,
+    }
+
+
+def _claim_values(ack: Acknowledgement) -> dict[str, Any]:
+    """What an acknowledgement writes into its claim's row."""
+    return {
+        "claim_submitter_identifier": ack.claim_submitter_identifier,
+        "provider_npi": ack.provider_npi,
+        "service_date": ack.service_date,
+        "content_hash": ack.content_hash,
+        "extracted_at": ack.extracted_at,
+        "claim_id": ack.claim_id,
+    }
+
+
+@dataclass(frozen=True)
+class _DriverUpsert:
+    """The acknowledgement upsert compiled once for a dialect and run by the driver itself.
+    Each value is converted by its column's own SQLAlchemy bind processor (so it is stored
+    exactly as SQLAlchemy would store it), once per distinct value of a write rather than
+    once per row and column: recording a batch costs a fraction of a compiled execution."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # parameter order, for positional paramstyles
+    processors: dict[str, Callable[[Any], Any]]
+
+    @classmethod
+    def compile(cls, statement: Any, dialect: Dialect) -> _DriverUpsert:
+        compiled = statement.compile(dialect=dialect)
+        processors: dict[str, Callable[[Any], Any]] = {
+            column.name: processor
+            for column in claim_ledger.columns
+            if (processor := column.type.dialect_impl(dialect).bind_processor(dialect))
+        }
+        positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        return cls(compiled.string, positions, processors)
+
+    def execute(
+        self,
+        conn: Connection,
+        tenant_id: int,
+        acks: Sequence[Acknowledgement],
+        run_id: str,
+        now: datetime,
+    ) -> None:
+        processors = self.processors
+        converted: dict[tuple[str, Any, Any], Any] = {}
+
+        def bind(name: str, value: Any) -> Any:
+            if value is None or name not in processors:
+                return value
+            # equal instants in two time zones are two values to a processor
+            key = (name, value, getattr(value, "tzinfo", None))
+            if key not in converted:
+                converted[key] = processors[name](value)
+            return converted[key]
+
+        shared = {
+            name: bind(name, value)
+            for name, value in _acknowledged_values(tenant_id, run_id, now).items()
+        }
+        rows = [
+            shared | {name: bind(name, value) for name, value in _claim_values(a).items()}
+            for a in acks
+        ]
+        if self.positions is None:
+            conn.exec_driver_sql(self.sql, rows)
+        else:
+            ordered = itemgetter(*self.positions)
+            conn.exec_driver_sql(self.sql, [ordered(row) for row in rows])
 
 
 def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:
