@@ -78,6 +78,9 @@ class ClaimState(StrEnum):
     RESOLVED = "resolved"  # was withdrawn; an operator dealt with it at the service
 
 
+_STATES = {state.value: state for state in ClaimState}
+
+
 claim_ledger = Table(
     "claim_ledger",
     metadata,
@@ -286,12 +289,32 @@ class DeliveryLedger:
                 for entry in _entries(conn, where)
             }
 
-    def entries_for_days(self, tenant_id: int, days: Sequence[date]) -> list[LedgerEntry]:
-        """Every claim the ledger places on one of these dates of service."""
+    def states_on_days(self, tenant_id: int, days: Sequence[date]) -> dict[str, ClaimState]:
+        """The state of every claim the ledger places on one of these dates of service."""
         c = claim_ledger.c
         with self.engine.connect() as conn:
-            return list(
-                _entries(conn, and_(c.tenant_id == tenant_id, c.service_date.in_(list(days))))
+            return {
+                key: _STATES[state]
+                for key, state in conn.execute(
+                    select(c.claim_submitter_identifier, c.state).where(
+                        c.tenant_id == tenant_id, c.service_date.in_(list(days))
+                    )
+                ).tuples()
+            }
+
+    def hashes_on_days(self, tenant_id: int, days: Sequence[date]) -> dict[str, str]:
+        """The content hash of what the service holds, for every claim the ledger places on
+        one of these dates of service."""
+        c = claim_ledger.c
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(
+                    select(c.claim_submitter_identifier, c.content_hash).where(
+                        c.tenant_id == tenant_id, c.service_date.in_(list(days))
+                    )
+                )
+                .tuples()
+                .all()
             )
 
     def open_entries(self, tenant_id: int) -> list[LedgerEntry]:
