@@ -336,8 +336,7 @@ class DeliveryLedger:
                 upsert.execute(conn, tenant_id, acks, run_id, now)
                 return
             # Any other dialect (SQL Server): keep first_sent_at, replace the rows.
-            shared = _acknowledged_values(tenant_id, run_id, now)
-            rows = [shared | _claim_values(a) for a in acks]
+            rows = _acknowledged_rows(tenant_id, acks, run_id, now)
             keys = [a.claim_submitter_identifier for a in acks]
             first_sent: dict[str, datetime] = {
                 key: sent
@@ -734,7 +733,8 @@ def _upsert(dialect: str) -> Any:
 
 
 def _acknowledged_values(tenant_id: int, run_id: str, now: datetime) -> dict[str, Any]:
-    """What an acknowledgement writes into every row of one write."""
+    """What an acknowledgement writes into every row of one write (the rest of a row is
+    :func:`_claim_values`)."""
     return {
         "tenant_id": tenant_id,
         "state": ClaimState.DELIVERED.value,
@@ -748,16 +748,33 @@ def _acknowledged_values(tenant_id: int, run_id: str, now: datetime) -> dict[str
     }
 
 
-def _claim_values(ack: Acknowledgement) -> dict[str, Any]:
-    """What an acknowledgement writes into its claim's row."""
-    return {
-        "claim_submitter_identifier": ack.claim_submitter_identifier,
-        "provider_npi": ack.provider_npi,
-        "service_date": ack.service_date,
-        "content_hash": ack.content_hash,
-        "extracted_at": ack.extracted_at,
-        "claim_id": ack.claim_id,
-    }
+#: What an acknowledgement writes into its claim's row, in the order of :func:`_claim_values`.
+_CLAIM_COLUMNS = (
+    "claim_submitter_identifier",
+    "provider_npi",
+    "service_date",
+    "content_hash",
+    "extracted_at",
+    "claim_id",
+)
+
+
+def _claim_values(ack: Acknowledgement) -> tuple[Any, ...]:
+    return (
+        ack.claim_submitter_identifier,
+        ack.provider_npi,
+        ack.service_date,
+        ack.content_hash,
+        ack.extracted_at,
+        ack.claim_id,
+    )
+
+
+def _acknowledged_rows(
+    tenant_id: int, acks: Sequence[Acknowledgement], run_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    shared = _acknowledged_values(tenant_id, run_id, now)
+    return [shared | dict(zip(_CLAIM_COLUMNS, _claim_values(a), strict=True)) for a in acks]
 
 
 @dataclass(frozen=True)
@@ -790,31 +807,34 @@ class _DriverUpsert:
         run_id: str,
         now: datetime,
     ) -> None:
-        processors = self.processors
-        converted: dict[tuple[str, Any, Any], Any] = {}
-
-        def bind(name: str, value: Any) -> Any:
-            if value is None or name not in processors:
-                return value
-            # equal instants in two time zones are two values to a processor
-            key = (name, value, getattr(value, "tzinfo", None))
-            if key not in converted:
-                converted[key] = processors[name](value)
-            return converted[key]
-
-        shared = {
-            name: bind(name, value)
-            for name, value in _acknowledged_values(tenant_id, run_id, now).items()
-        }
-        rows = [
-            shared | {name: bind(name, value) for name, value in _claim_values(a).items()}
-            for a in acks
+        shared = _acknowledged_values(tenant_id, run_id, now)
+        head = tuple(self._bind(name, [value])[0] for name, value in shared.items())
+        claims = zip(*map(_claim_values, acks), strict=True)  # column by column
+        columns = [
+            self._bind(name, values) for name, values in zip(_CLAIM_COLUMNS, claims, strict=True)
         ]
+        rows = [head + values for values in zip(*columns, strict=True)]
+        names = (*shared, *_CLAIM_COLUMNS)
         if self.positions is None:
-            conn.exec_driver_sql(self.sql, rows)
+            conn.exec_driver_sql(self.sql, [dict(zip(names, row, strict=True)) for row in rows])
         else:
-            ordered = itemgetter(*self.positions)
+            ordered = itemgetter(*(names.index(name) for name in self.positions))
             conn.exec_driver_sql(self.sql, [ordered(row) for row in rows])
+
+    def _bind(self, name: str, values: Sequence[Any]) -> Sequence[Any]:
+        """Values as the column's bind processor makes them, each distinct value converted
+        once (equal instants in two time zones are two values to a processor)."""
+        processor = self.processors.get(name)
+        if processor is None:
+            return values
+        converted: dict[tuple[Any, Any], Any] = {}
+        bound = []
+        for value in values:
+            key = (value, getattr(value, "tzinfo", None))
+            if key not in converted:
+                converted[key] = processor(value)
+            bound.append(converted[key])
+        return bound
 
 
 def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:

@@ -108,10 +108,7 @@ def test_recording_stores_values_as_sqlalchemy_binds_them(ledger):
     with expected.engine.begin() as conn:
         conn.execute(
             insert(claim_ledger),
-            [
-                ledger_module._acknowledged_values(1, "r1", now) | ledger_module._claim_values(a)
-                for a in acks
-            ],
+            ledger_module._acknowledged_rows(1, acks, "r1", now),
         )
     columns = [c for c in claim_ledger.c if not c.name.endswith(("_sent_at", "updated_at"))]
     with ledger.engine.connect() as conn, expected.engine.connect() as other:
