@@ -851,18 +851,31 @@ def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:
         c.released_npi,
         c.note,
     ).where(where)
-    for row in conn.execute(query):
+    # Fetched at once and unpacked (not row by row, by name): a look-up of every claim of a
+    # day builds hundreds of thousands of entries.
+    for (
+        key,
+        npi,
+        service_date,
+        content_hash,
+        extracted_at,
+        claim_id,
+        state,
+        held_npi,
+        released_npi,
+        note,
+    ) in conn.execute(query).tuples().all():
         yield LedgerEntry(
-            row.claim_submitter_identifier,
-            row.provider_npi,
-            row.service_date,
-            row.content_hash,
-            _aware(row.extracted_at),
-            row.claim_id,
-            ClaimState(row.state),
-            row.held_npi,
-            row.released_npi,
-            row.note,
+            key,
+            npi,
+            service_date,
+            content_hash,
+            _aware(extracted_at),
+            claim_id,
+            _STATES.get(state) or ClaimState(state),
+            held_npi,
+            released_npi,
+            note,
         )
 
 
