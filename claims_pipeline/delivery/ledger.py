@@ -292,30 +292,23 @@ class DeliveryLedger:
     def states_on_days(self, tenant_id: int, days: Sequence[date]) -> dict[str, ClaimState]:
         """The state of every claim the ledger places on one of these dates of service."""
         c = claim_ledger.c
+        query = select(c.claim_submitter_identifier, c.state).where(
+            c.tenant_id == tenant_id, c.service_date.in_(list(days))
+        )
         with self.engine.connect() as conn:
-            return {
-                key: _STATES[state]
-                for key, state in conn.execute(
-                    select(c.claim_submitter_identifier, c.state).where(
-                        c.tenant_id == tenant_id, c.service_date.in_(list(days))
-                    )
-                ).tuples()
-            }
+            rows: Sequence[Any] = conn.execute(query).all()
+        return {key: _STATES.get(state) or ClaimState(state) for key, state in rows}
 
     def hashes_on_days(self, tenant_id: int, days: Sequence[date]) -> dict[str, str]:
         """The content hash of what the service holds, for every claim the ledger places on
         one of these dates of service."""
         c = claim_ledger.c
+        query = select(c.claim_submitter_identifier, c.content_hash).where(
+            c.tenant_id == tenant_id, c.service_date.in_(list(days))
+        )
         with self.engine.connect() as conn:
-            return dict(
-                conn.execute(
-                    select(c.claim_submitter_identifier, c.content_hash).where(
-                        c.tenant_id == tenant_id, c.service_date.in_(list(days))
-                    )
-                )
-                .tuples()
-                .all()
-            )
+            rows: Sequence[Any] = conn.execute(query).all()
+        return dict(rows)
 
     def open_entries(self, tenant_id: int) -> list[LedgerEntry]:
         """Claims held or withdrawn: each needs a person."""
@@ -853,6 +846,7 @@ def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:
     ).where(where)
     # Fetched at once and unpacked (not row by row, by name): a look-up of every claim of a
     # day builds hundreds of thousands of entries.
+    rows: Sequence[Any] = conn.execute(query).all()
     for (
         key,
         npi,
@@ -864,7 +858,7 @@ def _entries(conn: Connection, where: Any) -> Iterator[LedgerEntry]:
         held_npi,
         released_npi,
         note,
-    ) in conn.execute(query).tuples().all():
+    ) in rows:
         yield LedgerEntry(
             key,
             npi,
