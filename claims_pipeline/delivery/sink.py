@@ -146,12 +146,14 @@ def deliver(
                         yield DeliveryResult(claim, Outcome.DRY_RUN)
                     continue
                 # The first batch goes alone: a wrong key or URL costs one request, not a volley.
+                answered: list[DeliveryResult] = []
                 while in_flight and len(in_flight) >= (options.max_in_flight if settled else 1):
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     settled = True
-                    yield from _record(done, ledger, tenant_id, run_id)
+                    answered += _record(done, ledger, tenant_id, run_id)
                 still_locked()
                 in_flight.add(executor.submit(batcher.send, batch, known))
+                yield from answered  # while the batch just posted is in flight
         while in_flight:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             yield from _record(done, ledger, tenant_id, run_id)
