@@ -123,7 +123,6 @@ def deliver(
     executor = ThreadPoolExecutor(max_workers=max(1, options.max_in_flight))
     in_flight: set[Future[_Settled]] = set()
     settled = False
-
     try:
         for chunk in _chunks(claims, options.lookup_chunk):
             known = ledger.lookup(tenant_id, [c.claim_submitter_identifier for c in chunk])
