@@ -74,10 +74,12 @@ def withdrawn_claims(
 ) -> list[LedgerEntry]:
     """Claims the service holds on these days that the EHR no longer supports: marked
     ``withdrawn`` in the ledger (with why) and returned with those withdrawn before."""
+    states = ledger.states_on_days(tenant_id, [date.fromisoformat(d) for d in days])
+    gone = [k for k, state in states.items() if k not in seen and state is not ClaimState.RESOLVED]
+    entries = ledger.lookup(tenant_id, gone)
     open_claims = []
-    for entry in ledger.entries_for_days(tenant_id, [date.fromisoformat(d) for d in days]):
-        key = entry.claim_submitter_identifier
-        if key in seen or entry.state is ClaimState.RESOLVED:
+    for key in gone:
+        if (entry := entries.get(key)) is None:  # gone since: nothing to withdraw
             continue
         if entry.state is not ClaimState.WITHDRAWN:
             note = (
@@ -226,10 +228,12 @@ def acknowledged(
     store: PartitionStore, ledger: DeliveryLedger, tenant_id: int, days: list[str]
 ) -> tuple[int, int]:
     """(claims reported delivered whose content the ledger holds, claims reported
-    delivered), re-read from the stored delivery results and the ledger."""
+    delivered), re-read from the stored delivery results and the ledger: the ledger's hashes
+    of each day in one query, a look-up by key only for a claim it places on another day."""
     acknowledged = expected = 0
     columns = ["claim_submitter_identifier", "content_hash", "outcome"]
     for day in days:
+        held = ledger.hashes_on_days(tenant_id, [date.fromisoformat(day)])
         for batch in store.read_batches(IMPORT, day, columns=columns):
             keys, hashes, outcomes = (column.to_pylist() for column in batch.columns)
             wanted = {
@@ -237,11 +241,15 @@ def acknowledged(
                 for key, content_hash, outcome in zip(keys, hashes, outcomes, strict=True)
                 if outcome in ACKNOWLEDGED
             }
-            known = ledger.lookup(tenant_id, wanted)
+            elsewhere = [key for key in wanted if key not in held]
+            held.update(
+                (key, entry.content_hash)
+                for key, entry in ledger.lookup(tenant_id, elsewhere).items()
+            )
             expected += len(wanted)
             acknowledged += sum(
                 1
                 for key, content_hash in wanted.items()
-                if (entry := known.get(key)) and entry.content_hash == content_hash
+                if key in held and held[key] == content_hash
             )
     return acknowledged, expected

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -112,10 +113,15 @@ def deliver(
     ``max_in_flight`` are posted at once after the first one has been answered. Raises
     AuthenticationError on 401/403 and ApiEndpointError on answers that are not about claims
     (batches already in flight settle first). ``still_locked`` raises when the caller lost the
-    delivery lock; it is called before each batch is posted."""
-    batcher = _Batcher(ledger, tenant_id, run_id, client)
+    delivery lock; it is called before each batch is posted.
+
+    Acknowledgements are recorded here, not in the posting threads: every batch answered since
+    the last look, in one transaction, before any further batch is posted. So the batches the
+    API may hold without the ledger knowing are never more than those in flight, and a result
+    is yielded only once its acknowledgement is recorded."""
+    batcher = _Batcher(client)
     executor = ThreadPoolExecutor(max_workers=max(1, options.max_in_flight))
-    in_flight: set[Future[list[DeliveryResult]]] = set()
+    in_flight: set[Future[_Settled]] = set()
     settled = False
     try:
         for chunk in _chunks(claims, options.lookup_chunk):
@@ -139,20 +145,39 @@ def deliver(
                         yield DeliveryResult(claim, Outcome.DRY_RUN)
                     continue
                 # The first batch goes alone: a wrong key or URL costs one request, not a volley.
+                answered: list[DeliveryResult] = []
                 while in_flight and len(in_flight) >= (options.max_in_flight if settled else 1):
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     settled = True
-                    for future in done:
-                        yield from future.result()
+                    answered += _record(done, ledger, tenant_id, run_id)
                 still_locked()
                 in_flight.add(executor.submit(batcher.send, batch, known))
+                yield from answered  # while the batch just posted is in flight
         while in_flight:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield from future.result()
+            yield from _record(done, ledger, tenant_id, run_id)
     finally:
+        # A run stopped early (an error, a lost lock, a consumer that stopped reading) lets
+        # the batches in flight settle and records what the API acknowledged of them; the
+        # error that stopped it is the one raised.
         batcher.abort.set()
         executor.shutdown(wait=True, cancel_futures=True)
+        with suppress(Exception):
+            _record(in_flight, ledger, tenant_id, run_id)
+
+
+def _record(
+    answered: Iterable[Future[_Settled]], ledger: DeliveryLedger, tenant_id: int, run_id: str
+) -> list[DeliveryResult]:
+    """Record what the API acknowledged of these answered batches, in one transaction; their
+    results, or the first error that stopped one of them (raised once the others' are
+    recorded)."""
+    settled = [future.result() for future in answered if not future.cancelled()]
+    ledger.record(tenant_id, [ack for batch in settled for ack in batch.acks], run_id)
+    for batch in settled:
+        if batch.error is not None:
+            raise batch.error
+    return [result for batch in settled for result in batch.results]
 
 
 def _note_ehr_state(
@@ -179,24 +204,30 @@ class _Unsent:
     results: list[DeliveryResult]
 
 
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """What became of a batch: its results, what the API acknowledged of it (for the ledger
+    to record before the results are reported), and the error that stopped the run, if one
+    did (the parts of a bisected batch acknowledged before it are recorded all the same)."""
+
+    results: list[DeliveryResult]
+    acks: list[Acknowledgement]
+    error: Exception | None = None
+
+
 class _Batcher:
-    def __init__(
-        self,
-        ledger: DeliveryLedger,
-        tenant_id: int,
-        run_id: str,
-        client: ImportApiClient | None,
-    ):
-        self.ledger = ledger
-        self.tenant_id = tenant_id
-        self.run_id = run_id
+    """Posts a batch (in a worker thread) and bisects a refused one; writes nothing."""
+
+    def __init__(self, client: ImportApiClient | None):
         self.client = client
         self.abort = threading.Event()
 
-    def send(
-        self, batch: list[OutgoingClaim], known: dict[str, LedgerEntry]
-    ) -> list[DeliveryResult]:
-        return self._settle(batch, self._post(batch), known)
+    def send(self, batch: list[OutgoingClaim], known: dict[str, LedgerEntry]) -> _Settled:
+        acks: list[Acknowledgement] = []
+        try:
+            return _Settled(self._settle(batch, self._post(batch), known, acks), acks)
+        except Exception as error:  # re-raised by the consuming thread once acks are recorded
+            return _Settled([], acks, error)
 
     def _post(self, batch: list[OutgoingClaim]) -> list[int] | BatchRejectedError | _Unsent:
         """The claim_ids the API gave, its refusal, or the batch left pending."""
@@ -223,18 +254,36 @@ class _Batcher:
         batch: list[OutgoingClaim],
         answer: list[int] | BatchRejectedError | _Unsent,
         known: dict[str, LedgerEntry],
+        acks: list[Acknowledgement],
     ) -> list[DeliveryResult]:
+        """The batch's results; what the API acknowledged is added to ``acks``."""
         if isinstance(answer, BatchRejectedError):
-            return self._isolate(batch, answer, known)
+            return self._isolate(batch, answer, known, acks)
         if isinstance(answer, _Unsent):
             return answer.results
-        return self._acknowledge(batch, answer, known)
+        results = []
+        for claim, claim_id in zip(batch, answer, strict=True):
+            key = claim.claim_submitter_identifier
+            outcome = Outcome.UPDATED if key in known else Outcome.SENT
+            results.append(DeliveryResult(claim, outcome, claim_id))
+            acks.append(
+                Acknowledgement(
+                    claim.provider_npi,
+                    key,
+                    claim.content_hash,
+                    claim_id,
+                    claim.service_date,
+                    claim.extracted_at,
+                )
+            )
+        return results
 
     def _isolate(
         self,
         batch: list[OutgoingClaim],
         refusal: BatchRejectedError,
         known: dict[str, LedgerEntry],
+        acks: list[Acknowledgement],
     ) -> list[DeliveryResult]:
         """Bisect a refused batch until the refused claims stand alone. When both halves are
         refused exactly as the whole was, the refusal is not about claims: stop the run."""
@@ -258,35 +307,7 @@ class _Batcher:
         return [
             result
             for half, answer in zip(halves, answers, strict=True)
-            for result in self._settle(half, answer, known)
-        ]
-
-    def _acknowledge(
-        self, batch: list[OutgoingClaim], claim_ids: list[int], known: dict[str, LedgerEntry]
-    ) -> list[DeliveryResult]:
-        pairs = list(zip(batch, claim_ids, strict=True))
-        self.ledger.record(
-            self.tenant_id,
-            [
-                Acknowledgement(
-                    c.provider_npi,
-                    c.claim_submitter_identifier,
-                    c.content_hash,
-                    cid,
-                    c.service_date,
-                    c.extracted_at,
-                )
-                for c, cid in pairs
-            ],
-            self.run_id,
-        )
-        return [
-            DeliveryResult(
-                c,
-                Outcome.UPDATED if c.claim_submitter_identifier in known else Outcome.SENT,
-                cid,
-            )
-            for c, cid in pairs
+            for result in self._settle(half, answer, known, acks)
         ]
 
 

@@ -1,6 +1,6 @@
 import threading
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import (
@@ -68,6 +68,54 @@ def test_an_acknowledgement_under_a_new_npi_replaces_the_row_and_keeps_first_sen
 def test_lookup_handles_more_keys_than_one_query_binds(ledger):
     ledger.record(1, [ack(f"K-{i}", claim_id=i) for i in range(1500)], run_id="r")
     assert len(ledger.lookup(1, [f"K-{i}" for i in range(2000)])) == 1500
+
+
+def test_a_days_states_and_hashes_come_from_one_query_each(ledger):
+    ledger.record(
+        1, [ack("A-1", "h1"), ack("A-2", "h2"), ack("B-1", "h3", day=DAY + timedelta(1))], "r"
+    )
+    ledger.record(2, [ack("A-3", "other")], "r")
+    ledger.mark(1, "A-2", ClaimState.WITHDRAWN, note="voided")
+    assert ledger.states_on_days(1, [DAY]) == {
+        "A-1": ClaimState.DELIVERED,
+        "A-2": ClaimState.WITHDRAWN,
+    }
+    assert ledger.hashes_on_days(1, [DAY, DAY + timedelta(1)]) == {
+        "A-1": "h1",
+        "A-2": "h2",
+        "B-1": "h3",
+    }
+    assert ledger.hashes_on_days(1, [DAY - timedelta(1)]) == {}
+
+
+def test_recording_stores_values_as_sqlalchemy_binds_them(ledger):
+    """Acknowledgements go to the driver with values converted once per write: the stored
+    rows equal those of an ordinary SQLAlchemy insert, time zones and microseconds kept."""
+    from claims_pipeline.delivery import ledger as ledger_module
+
+    instants = [
+        None,
+        datetime(2026, 11, 20, 8, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 11, 20, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5))),  # = the above
+    ]
+    acks = [
+        Acknowledgement(NPI, f"A-{i}", f"h{i}", i, DAY, extracted_at)
+        for i, extracted_at in enumerate(instants)
+    ]
+    ledger.record(1, acks, run_id="r1")
+    now = datetime(2026, 11, 21, 1, 2, 3, 456789, tzinfo=UTC)
+    expected = DeliveryLedger(f"sqlite:///{ledger.engine.url.database}.expected")
+    with expected.engine.begin() as conn:
+        conn.execute(
+            insert(claim_ledger),
+            ledger_module._acknowledged_rows(1, acks, "r1", now),
+        )
+    columns = [c for c in claim_ledger.c if not c.name.endswith(("_sent_at", "updated_at"))]
+    with ledger.engine.connect() as conn, expected.engine.connect() as other:
+        query = select(*columns).order_by(claim_ledger.c.claim_submitter_identifier)
+        assert conn.execute(query).all() == other.execute(query).all()
+        raw = "SELECT claim_submitter_identifier, extracted_at FROM claim_ledger ORDER BY 1"
+        assert conn.exec_driver_sql(raw).all() == other.exec_driver_sql(raw).all()
 
 
 def test_held_release_and_resolve(ledger):

@@ -1,10 +1,12 @@
 import json
+import threading
+import time
 from datetime import date
 
 import pytest
 
 from claims_pipeline.contract import canonical_json, content_hash
-from claims_pipeline.delivery.client import ImportApiClient
+from claims_pipeline.delivery.client import ApiEndpointError, BatchRejectedError, ImportApiClient
 from claims_pipeline.delivery.sink import DeliveryOptions, Outcome, OutgoingClaim, deliver
 from claims_pipeline.errors import AuthenticationError
 from claims_pipeline_tests.delivery.conftest import FAST_RETRY
@@ -173,3 +175,68 @@ def test_fault_mix_delivers_every_claim_once_with_bounded_reposts(client, ledger
     )
     assert emulator.stats()["claims_received"] <= 1.3 * len(claims)
     assert ledger.count(TENANT_ID) == 600
+
+
+class _LedgerWatchingApi:
+    """Acknowledges every batch, noting first how many acknowledged claims the ledger did not
+    hold yet when it was posted (what a run killed at that moment would send again)."""
+
+    def __init__(self, ledger):
+        self.ledger = ledger
+        self.lock = threading.Lock()
+        self.acknowledged = 0
+        self.most_unrecorded = 0
+
+    def post_batch(self, payloads, secrets=None):
+        with self.lock:
+            unrecorded = self.acknowledged - self.ledger.count(TENANT_ID)
+            self.most_unrecorded = max(self.most_unrecorded, unrecorded)
+            first = self.acknowledged
+            self.acknowledged += len(payloads)
+        time.sleep(0.002)
+        return list(range(first + 1, first + len(payloads) + 1))
+
+
+def test_the_ledger_never_lags_the_api_by_more_than_the_batches_in_flight(ledger):
+    api = _LedgerWatchingApi(ledger)
+    results = []
+    for result in deliver(
+        outgoing(make_claims(400)),
+        ledger=ledger,
+        tenant_id=TENANT_ID,
+        run_id="test-run",
+        client=api,
+        options=DeliveryOptions(batch_size=10, max_in_flight=4),
+    ):
+        # a result is reported only once its acknowledgement is recorded
+        key = result.claim.claim_submitter_identifier
+        assert ledger.lookup(TENANT_ID, [key])[key].claim_id == result.claim_id
+        results.append(result)
+    assert by_outcome(results) == {Outcome.SENT: 400}
+    assert 0 < api.most_unrecorded <= 3 * 10  # the other batches in flight, never more
+    assert ledger.count(TENANT_ID) == 400
+
+
+class _RefusingApi:
+    """Refuses a batch as a whole; acknowledges its first half; refuses every part of its
+    second half the same way without naming a claim."""
+
+    def __init__(self, first_half):
+        self.first_half = first_half
+
+    def post_batch(self, payloads, secrets=None):
+        keys = [json.loads(p)["claim_submitter_identifier"] for p in payloads]
+        if keys == self.first_half:
+            return list(range(1, len(keys) + 1))
+        if len(keys) > len(self.first_half):
+            raise BatchRejectedError(422, "claims[3] refused")
+        raise BatchRejectedError(422, "request rejected by policy")
+
+
+def test_claims_acknowledged_before_a_bisection_stops_the_run_stay_recorded(ledger):
+    claims = make_claims(8)
+    first_half = [c["claim_submitter_identifier"] for c in claims[:4]]
+    with pytest.raises(ApiEndpointError, match="CLAIMS_API_URL"):
+        run(claims, _RefusingApi(first_half), ledger, batch_size=8)
+    assert sorted(ledger.lookup(TENANT_ID, first_half)) == first_half
+    assert ledger.count(TENANT_ID) == 4
