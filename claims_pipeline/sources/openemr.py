@@ -23,11 +23,13 @@ Mapping decisions (OpenEMR has no claim "status"):
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
-from itertools import groupby
+from itertools import chain
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import (
     CHAR,
@@ -50,14 +52,16 @@ from sqlalchemy.sql import visitors
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
-    UNREADABLE_KEY,
-    SharedValues,
+    FETCH_ROWS,
+    RowBlock,
     as_date,
     as_text,
-    stream_chunks,
+    chunk_by_encounter,
+    convert_each,
+    stream_blocks,
     unreadable_columns,
 )
-from claims_pipeline.sources.lines import LINE_COLUMNS
+from claims_pipeline.sources.lines import LINE_SCHEMA
 
 #: ``billing.code_type`` values that are diagnoses (ICD-9 only in records from before 2015,
 #: which claim validation then rejects rather than this adapter silently dropping them).
@@ -394,109 +398,173 @@ def _units(value: Any) -> str | None:
     return as_text(value) if _nonzero(value) else None
 
 
-def _place_of_service(row: Mapping[str, Any]) -> str | None:
-    for value in (row["encounter_pos"], row["facility_pos"]):
+def _place_of_service(encounter_pos: Any, facility_pos: Any) -> str | None:
+    for value in (encounter_pos, facility_pos):
         if _nonzero(value):
             return as_text(value)
     return None
 
 
-def _payer_phone(row: Mapping[str, Any]) -> str | None:
-    return "".join(as_text(row[part]) or "" for part in ("area_code", "prefix", "number")) or None
+def _payer_phone(area_code: Any, prefix: Any, number: Any) -> str | None:
+    return "".join(as_text(part) or "" for part in (area_code, prefix, number)) or None
 
 
-def _encounter_columns(
-    row: Mapping[str, Any], diagnoses: Sequence[str], shared: SharedValues
-) -> dict[str, Any]:
-    key = f"{row['pid']}-{row['encounter']}"
+_DIAGNOSIS = 0
+_PROCEDURE = 1
+_OTHER = 2
+
+
+def _kind(code_type: Any) -> int:
+    """What a billing row of this ``code_type`` is on a claim."""
+    code_type = (code_type or "").upper()
+    if code_type in DIAGNOSIS_CODE_TYPES:
+        return _DIAGNOSIS
+    return _PROCEDURE if code_type in PROCEDURE_CODE_TYPES else _OTHER
+
+
+def _merged(blocks: Sequence[RowBlock]) -> RowBlock:
+    """Consecutive blocks as one."""
+    if len(blocks) == 1:
+        return blocks[0]
+    columns = {
+        key: list(chain.from_iterable(b.columns[key] for b in blocks)) for key in blocks[0].columns
+    }
+    unreadable: dict[int, list[str]] = {}
+    offset = 0
+    for block in blocks:
+        unreadable.update({offset + row: names for row, names in block.unreadable.items()})
+        offset += len(block)
+    return RowBlock(columns, unreadable)
+
+
+def _line_batch(block: RowBlock) -> pa.RecordBatch:
+    """The LINE_SCHEMA lines of a block of whole encounters (their joined billing rows are
+    contiguous), column by column. An encounter's diagnosis rows become its
+    claim_diagnosis_codes and its procedure rows its lines, in billing order; an encounter
+    without procedures is one line with null line columns, so that it is counted (and
+    rejected) rather than lost. The claim-level columns are computed once per encounter, from
+    its first row, and spread over its lines by index; every line of an encounter names the
+    unreadable source columns of all its rows."""
+    columns = block.columns
+    kinds = convert_each(_kind, columns["code_type"])
+    codes = convert_each(as_text, columns["code"])
+    first_rows: list[int] = []  # per encounter: its first row
+    diagnoses: list[list[int]] = []  # per encounter: its diagnosis rows
+    procedures: list[list[int]] = []  # per encounter: its procedure rows
+    previous: Any = object()
+    for row, (key, kind) in enumerate(
+        zip(zip(columns["pid"], columns["encounter"], strict=True), kinds, strict=True)
+    ):
+        if key != previous:
+            previous = key
+            first_rows.append(row)
+            diagnoses.append([])
+            procedures.append([])
+        if kind == _DIAGNOSIS:
+            diagnoses[-1].append(row)
+        elif kind == _PROCEDURE:
+            procedures[-1].append(row)
+    lines: list[int | None] = []  # per line: its procedure row (None: the encounter has none)
+    line_numbers: list[int | None] = []
+    line_encounters: list[int] = []  # per line: its encounter's number
+    for number, rows in enumerate(procedures):
+        if rows:
+            lines += rows
+            line_numbers += range(1, len(rows) + 1)
+            line_encounters += [number] * len(rows)
+        else:
+            lines.append(None)
+            line_numbers.append(None)
+            line_encounters.append(number)
+    unreadable: dict[int, list[str]] = {}  # per encounter number: of all its rows
+    for row, names in block.unreadable.items():
+        unreadable.setdefault(bisect_right(first_rows, row) - 1, []).extend(names)
+
+    def first(name: str) -> list[Any]:  # per encounter
+        column = columns[name]
+        return [column[row] for row in first_rows]
+
+    def line(name: str) -> list[Any]:  # per line
+        column = columns[name]
+        return [None if row is None else column[row] for row in lines]
+
+    encounter_keys = [
+        f"{pid}-{number}" for pid, number in zip(first("pid"), first("encounter"), strict=True)
+    ]
     # A primary row with no company ("" or 0) is how OpenEMR records "uninsured from this
     # date": the encounter goes out with no payer and no member id, and is rejected as
     # uninsured. A company id that matches no company is different: the member id is kept
     # and the missing payer name is reported as such.
-    insured = _nonzero(row["insurance_provider"])
-    return {
-        "service_date": shared(as_date(row["encounter_date"])),
-        "encounter_id": key,
-        "claim_submitter_identifier": key,
-        "visit_number": as_text(row["encounter"]),
-        "patient_name": _joined(row["patient_fname"], row["patient_lname"]),
-        "patient_dob": as_date(row["patient_dob"]),
-        "patient_gender": shared(as_text(row["patient_sex"])),
-        "patient_member_id": as_text(row["policy_number"]) if insured else None,
-        "payer_name": shared(as_text(row["payer_name"])) if insured else None,
-        "payer_phone": shared(_payer_phone(row)) if insured else None,
-        "place_of_service": shared(_place_of_service(row)),
-        "claim_diagnosis_codes": shared(",".join(diagnoses) or None),
-        "provider_street": shared(as_text(row["street"])),
-        "provider_city": shared(as_text(row["city"])),
-        "provider_state": shared(as_text(row["state"])),
-        "provider_postal_code": shared(as_text(row["postal_code"])),
+    insured = convert_each(_nonzero, first("insurance_provider"))
+
+    def if_insured(values: Iterable[Any]) -> list[Any]:
+        return [value if covered else None for covered, value in zip(insured, values, strict=True)]
+
+    encounter: dict[str, list[Any]] = {
+        "service_date": list(map(as_date, first("encounter_date"))),
+        "encounter_id": encounter_keys,
+        "claim_submitter_identifier": encounter_keys,
+        "visit_number": convert_each(as_text, first("encounter")),
+        "patient_name": convert_each(_joined, first("patient_fname"), first("patient_lname")),
+        "patient_dob": list(map(as_date, first("patient_dob"))),
+        "patient_gender": convert_each(as_text, first("patient_sex")),
+        "patient_member_id": if_insured(convert_each(as_text, first("policy_number"))),
+        "payer_name": if_insured(convert_each(as_text, first("payer_name"))),
+        "payer_phone": if_insured(
+            convert_each(_payer_phone, first("area_code"), first("prefix"), first("number"))
+        ),
+        "place_of_service": convert_each(
+            _place_of_service, first("encounter_pos"), first("facility_pos")
+        ),
+        "claim_diagnosis_codes": [
+            ",".join(code for row in rows if (code := codes[row])) or None for rows in diagnoses
+        ],
+        "provider_street": convert_each(as_text, first("street")),
+        "provider_city": convert_each(as_text, first("city")),
+        "provider_state": convert_each(as_text, first("state")),
+        "provider_postal_code": convert_each(as_text, first("postal_code")),
+        "unreadable_columns": [
+            unreadable_columns(unreadable[number]) if number in unreadable else None
+            for number in range(len(first_rows))
+        ],
     }
-
-
-def _provider_columns(
-    row: Mapping[str, Any], by_line: bool, shared: SharedValues
-) -> dict[str, Any]:
-    prefix = "line_provider_" if by_line else "provider_"
-    return {
-        "provider_name": shared(_joined(row[prefix + "fname"], row[prefix + "lname"])),
-        "provider_npi": shared(as_text(row[prefix + "npi"])),
-    }
-
-
-def _in_line_order(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The row with every LINE_SCHEMA key in schema order; absent line columns are null."""
-    return {name: values.get(name) for name in LINE_COLUMNS}
-
-
-def _encounter_lines(
-    rows: Sequence[Mapping[str, Any]], shared: SharedValues
-) -> Iterator[dict[str, Any]]:
-    """LINE_SCHEMA rows of one encounter from its joined billing rows."""
-    diagnoses = [
-        code
-        for row in rows
-        if (row["code_type"] or "").upper() in DIAGNOSIS_CODE_TYPES
-        and (code := as_text(row["code"]))
+    # A line's own rendering provider wins, even when its users row is missing: billing it
+    # under the encounter provider's NPI would be wrong. A line-less encounter's provider is
+    # the encounter's, from its first row.
+    provider_rows = [
+        first_rows[number] if row is None else row
+        for row, number in zip(lines, line_encounters, strict=True)
     ]
-    procedures = [row for row in rows if (row["code_type"] or "").upper() in PROCEDURE_CODE_TYPES]
-    # Computed once: every line of the encounter holds the same objects.
-    encounter = _encounter_columns(rows[0], diagnoses, shared)
-    encounter["unreadable_columns"] = unreadable_columns(
-        name for row in rows for name in row.get(UNREADABLE_KEY, ())
-    )
-    if not procedures:
-        # Counted and rejected (no_charge_lines), never lost.
-        yield _in_line_order({**encounter, **_provider_columns(rows[0], False, shared)})
-        return
-    for line_number, row in enumerate(procedures, start=1):
-        # A line's own rendering provider wins, even when its users row is missing: billing
-        # it under the encounter provider's NPI would be wrong.
-        by_line = _nonzero(row["line_provider_id"])
-        yield _in_line_order(
-            {
-                **encounter,
-                **_provider_columns(row, by_line, shared),
-                "line_number": line_number,
-                "hcpcs_code": shared(as_text(row["code"])),
-                "modifiers": shared(as_text(row["modifier"])),
-                "units": shared(_units(row["units"])),
-                "line_amount": shared(as_text(row["fee"])),  # already price x units
-                # OpenEMR dates every service of an encounter on the encounter's date.
-                "line_service_date_from": None,
-                "line_service_date_to": None,
-                "line_diagnosis_codes": shared(justify_codes(row["justify"])),
-            }
-        )
+    by_line = convert_each(_nonzero, line("line_provider_id"))
 
+    def provider(part: str) -> list[Any]:
+        own, of_encounter = columns["line_provider_" + part], columns["provider_" + part]
+        return [
+            own[row] if mine else of_encounter[row]
+            for mine, row in zip(by_line, provider_rows, strict=True)
+        ]
 
-def _lines(rows: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Group the stream by encounter (its rows are contiguous) and yield its line rows. An
-    encounter's diagnoses may follow its procedures in billing order, so each encounter is held
-    until its last row: a few rows, whatever the window."""
-    shared = SharedValues()
-    for _, encounter_rows in groupby(rows, key=lambda row: (row["pid"], row["encounter"])):
-        yield from _encounter_lines(list(encounter_rows), shared)
+    line_values: dict[str, list[Any]] = {
+        "provider_name": convert_each(_joined, provider("fname"), provider("lname")),
+        "provider_npi": convert_each(as_text, provider("npi")),
+        "line_number": line_numbers,
+        "hcpcs_code": [None if row is None else codes[row] for row in lines],
+        "modifiers": convert_each(as_text, line("modifier")),
+        "units": convert_each(_units, line("units")),
+        "line_amount": list(map(as_text, line("fee"))),  # already price x units
+        # OpenEMR dates every service of an encounter on the encounter's date.
+        "line_service_date_from": [None] * len(lines),
+        "line_service_date_to": [None] * len(lines),
+        "line_diagnosis_codes": convert_each(justify_codes, line("justify")),
+    }
+    spread = pa.array(line_encounters, pa.int32())
+    arrays = []
+    for field in LINE_SCHEMA:
+        if field.name in encounter:
+            arrays.append(pa.array(encounter[field.name], field.type).take(spread))
+        else:
+            arrays.append(pa.array(line_values[field.name], field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=LINE_SCHEMA)
 
 
 def _schema_problems(conn: Connection, required: Mapping[str, Sequence[str]]) -> list[str]:
@@ -546,9 +614,33 @@ class OpenEmrSource:
         rows that never split an encounter, ordered by encounter date and time, pid,
         encounter, then OpenEMR's line order. Every row has exactly the keys of LINE_SCHEMA;
         an encounter without procedure lines is one row with null line columns.
-        Rows stream from one server-side cursor (see ``stream_chunks``)."""
+        Rows stream from one server-side cursor (see ``stream_blocks``)."""
+        batches = self.extract_batches(conn, window_start, window_end, chunk_rows)
+        rows = (row for batch in batches for row in batch.to_pylist())
+        yield from chunk_by_encounter(rows, chunk_rows)
+
+    def extract_batches(
+        self,
+        conn: Connection,
+        window_start: date,
+        window_end: date,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`extract` as Arrow batches in LINE_SCHEMA, built column by column."""
         statement = _extract_statement(window_start, window_end)
-        yield from stream_chunks(conn, statement, _lines, chunk_rows)
+        # Blocks never split a run of equal encounter numbers, so never an encounter (a run
+        # of equal pid and encounter). Small blocks, merged: the driver's row tuples die
+        # young, which keeps the garbage collector's full passes rare.
+        blocks: list[RowBlock] = []
+        rows = 0
+        for block in stream_blocks(conn, statement, "encounter", FETCH_ROWS):
+            blocks.append(block)
+            rows += len(block)
+            if rows >= chunk_rows:
+                yield _line_batch(_merged(blocks))
+                blocks, rows = [], 0
+        if rows:
+            yield _line_batch(_merged(blocks))
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Encounters dated ``window_start <= date < window_end``: every one is billable."""
