@@ -282,7 +282,7 @@ class ImportApiClient:
                 return self._post_once(body, key, len(payloads), secrets)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
-    def _backoff_hook(self, error: Exception) -> bool | float:
+    def _backoff_hook(self, error: BaseException) -> bool | float:
         if isinstance(error, TransientApiError):
             return error.retry_after if error.retry_after is not None else True
         return isinstance(error, httpx.TransportError)

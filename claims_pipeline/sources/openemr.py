@@ -26,7 +26,6 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
-from itertools import chain
 from typing import Any
 
 import pyarrow as pa
@@ -52,7 +51,6 @@ from sqlalchemy.sql import visitors
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
-    FETCH_ROWS,
     RowBlock,
     as_date,
     as_text,
@@ -422,21 +420,6 @@ def _kind(code_type: Any) -> int:
     return _PROCEDURE if code_type in PROCEDURE_CODE_TYPES else _OTHER
 
 
-def _merged(blocks: Sequence[RowBlock]) -> RowBlock:
-    """Consecutive blocks as one."""
-    if len(blocks) == 1:
-        return blocks[0]
-    columns = {
-        key: list(chain.from_iterable(b.columns[key] for b in blocks)) for key in blocks[0].columns
-    }
-    unreadable: dict[int, list[str]] = {}
-    offset = 0
-    for block in blocks:
-        unreadable.update({offset + row: names for row, names in block.unreadable.items()})
-        offset += len(block)
-    return RowBlock(columns, unreadable)
-
-
 def _line_batch(block: RowBlock) -> pa.RecordBatch:
     """The LINE_SCHEMA lines of a block of whole encounters (their joined billing rows are
     contiguous), column by column. An encounter's diagnosis rows become its
@@ -629,18 +612,9 @@ class OpenEmrSource:
         """:meth:`extract` as Arrow batches in LINE_SCHEMA, built column by column."""
         statement = _extract_statement(window_start, window_end)
         # Blocks never split a run of equal encounter numbers, so never an encounter (a run
-        # of equal pid and encounter). Small blocks, merged: the driver's row tuples die
-        # young, which keeps the garbage collector's full passes rare.
-        blocks: list[RowBlock] = []
-        rows = 0
-        for block in stream_blocks(conn, statement, "encounter", FETCH_ROWS):
-            blocks.append(block)
-            rows += len(block)
-            if rows >= chunk_rows:
-                yield _line_batch(_merged(blocks))
-                blocks, rows = [], 0
-        if rows:
-            yield _line_batch(_merged(blocks))
+        # of equal pid and encounter).
+        for block in stream_blocks(conn, statement, "encounter", chunk_rows):
+            yield _line_batch(block)
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Encounters dated ``window_start <= date < window_end``: every one is billable."""

@@ -117,7 +117,7 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
     engine.dispose()
     with engine.connect() as conn:
         result = conn.execute(lenient.statement)
-        rows = list(lenient.tuples(list(result.keys()), result))
+        rows = list(lenient.block(list(result.keys()), list(result)).rows())
     good, bad, blob = rows
     # What SQLAlchemy itself gives for good values: 220 at scale 2 is 220.00.
     assert (good["service_date"], str(good["line_amount"])) == (date(2026, 3, 2), "220.00")
@@ -190,12 +190,12 @@ def test_blocks_carry_unreadable_values_across_a_split(tmp_path):
     assert rows[4][UNREADABLE_KEY] == ["visits.service_date"]
 
 
-def test_row_block_split_and_extend_are_inverse():
+def test_row_block_split_and_concat_are_inverse():
     block = RowBlock({"a": [1, 2, 3], "b": ["x", None, "z"]}, {1: ["t.b"], 2: ["t.a"]})
     head, tail = block.split(1)
     assert (len(head), len(tail)) == (1, 2)
     assert tail.unreadable == {0: ["t.b"], 1: ["t.a"]} and head.unreadable == {}
-    assert head.extend(tail) == block
+    assert RowBlock.concat([head, tail]) == block
     assert list(block.rows())[1] == {"a": 2, "b": None, UNREADABLE_KEY: ["t.b"]}
 
 
