@@ -99,6 +99,8 @@ claim_ledger = Table(
     Column("first_sent_at", DateTime(timezone=True), nullable=False),
     Column("last_sent_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The end-of-run checks read a ledger one date of service at a time.
+    Index("ix_claim_ledger_day", "tenant_id", "service_date"),
     **_MYSQL_OPTIONS,
 )
 
@@ -263,6 +265,8 @@ class DeliveryLedger:
 
     def _migrate_once(self) -> None:
         metadata.create_all(self.engine, checkfirst=True)
+        for index in claim_ledger.indexes:  # added to ledgers created before it
+            index.create(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             versions = [row.version for row in conn.execute(select(schema_table.c.version))]
             current = max(versions, default=0)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     insert,
+    inspect,
     select,
     update,
 )
@@ -224,6 +225,41 @@ def test_ledger_on_every_database(ledger_engine):
         lock.renew()
     assert DeliveryLedger(url).count(3) == 452  # reopened: schema kept, rows kept
     ledger.dispose()
+
+
+def test_a_ledger_from_before_the_day_index_gains_it(ledger_engine):
+    """The end-of-run checks read the ledger one date of service at a time: without the index
+    each read scans every row the tenant ever sent (30 days of 500,000 claims: 15 million)."""
+    url = ledger_engine.url.render_as_string(hide_password=False)
+    DeliveryLedger(url).record(3, [ack("K-1", "h1", 1)], run_id="r1")
+    with ledger_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP INDEX ix_claim_ledger_day"
+            + (" ON claim_ledger" if ledger_engine.dialect.name in ("mysql", "mariadb") else "")
+        )
+    assert "ix_claim_ledger_day" not in {
+        i["name"] for i in inspect(ledger_engine).get_indexes("claim_ledger")
+    }
+    ledger = DeliveryLedger(url)
+    indexes = {
+        i["name"]: i["column_names"] for i in inspect(ledger_engine).get_indexes("claim_ledger")
+    }
+    assert indexes["ix_claim_ledger_day"] == ["tenant_id", "service_date"]
+    assert ledger.hashes_on_days(3, [DAY]) == {"K-1": "h1"}
+    DeliveryLedger(url).dispose()  # opening again does not try to create it twice
+    ledger.dispose()
+
+
+def test_a_days_claims_are_read_through_the_day_index(ledger):
+    ledger.record(1, [ack(f"K-{i}", claim_id=i) for i in range(50)], run_id="r")
+    c = claim_ledger.c
+    query = select(c.claim_submitter_identifier, c.content_hash).where(
+        c.tenant_id == 1, c.service_date.in_([DAY])
+    )
+    with ledger.engine.connect() as conn:
+        compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    assert "ix_claim_ledger_day" in plan
 
 
 def _version_1_ledger(engine):
