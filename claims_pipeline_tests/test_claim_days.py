@@ -1,10 +1,16 @@
 """build_claim_days over a stored partition: claims and rejections per day, and what a
 rejection reports of the encounter as billed (payer, rendering NPI, billed total)."""
 
+import tempfile
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from claims_pipeline.claim_days import build_claim_days
+from claims_pipeline import claim_days
+from claims_pipeline.claim_days import _DayBilling, build_claim_days
 from claims_pipeline.names import CLAIMS, ENCOUNTERS, REJECTIONS
 from claims_pipeline.rules import AmountLimits
 from claims_pipeline.sources.lines import LINE_SCHEMA
@@ -27,13 +33,20 @@ def encounter(number, lines=None, **claim_level):
     return encounter_rows(lines, **{**key, **claim_level})
 
 
-def run(tmp_path, rows, batch_size=None):
+def run(tmp_path, rows, batch_size=None, tracker=None):
     store = PartitionStore(str(tmp_path))
     with store.writer(ENCOUNTERS, DAY, LINE_SCHEMA) as out:
         for start in range(0, len(rows), batch_size or len(rows) or 1):
             chunk = rows[start : start + (batch_size or len(rows))]
             out.write_table(pa.Table.from_pylist(chunk, schema=LINE_SCHEMA))
-    report = build_claim_days(store, [SERVICE_DATE], TODAY, AmountLimits())
+    if tracker is None:
+        report = build_claim_days(store, [SERVICE_DATE], TODAY, AmountLimits())
+    else:
+        original, claim_days._DayBilling = claim_days._DayBilling, tracker
+        try:
+            report = build_claim_days(store, [SERVICE_DATE], TODAY, AmountLimits())
+        finally:
+            claim_days._DayBilling = original
     claims = pq.read_table(store.path(CLAIMS, DAY)).to_pylist()
     rejections = pq.read_table(store.path(REJECTIONS, DAY)).to_pylist()
     return report, claims, {r["encounter_id"]: r for r in rejections}, rejections
@@ -115,3 +128,55 @@ def test_batches_do_not_change_what_is_reported(tmp_path):
         (None, VALID_NPI, None),
         ("Aetna", VALID_NPI, "11.00"),
     ]
+
+
+class _KeepingAll(_DayBilling):
+    """The tracker as it was before rows grouped by encounter kept only the unreported ones."""
+
+    def __init__(self, keep_all: bool = True) -> None:
+        super().__init__(keep_all=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    amounts=st.lists(
+        st.lists(st.sampled_from(["1.00", "2.50", "bad", None, "0.10"]), min_size=1, max_size=3),
+        min_size=1,
+        max_size=6,
+    ),
+    order=st.randoms(use_true_random=False),
+    splits=st.integers(0, 4),
+)
+def test_rows_in_any_order_report_what_keeping_every_encounter_reports(amounts, order, splits):
+    """Grouped rows keep only unreported encounters; a split encounter (rows of another in
+    between) switches to keeping all: the reports are the same either way."""
+    runs = [encounter(n, [{"line_amount": a} for a in lines]) for n, lines in enumerate(amounts)]
+    for _ in range(splits):  # move a run's last row after another encounter's rows
+        source = order.randrange(len(runs))
+        if len(runs[source]) > 1:
+            runs.insert(order.randrange(source, len(runs)) + 1, [runs[source].pop()])
+    rows = [row for run_rows in runs for row in run_rows]
+    with tempfile.TemporaryDirectory() as bounded, tempfile.TemporaryDirectory() as everything:
+        expected = run(Path(everything), rows, tracker=_KeepingAll)
+        got = run(Path(bounded), rows)
+    assert got[3] == expected[3]
+    mix = [
+        {payer: (m.claims, m.billed, m.rejected, m.held_back) for payer, m in r.by_payer.items()}
+        for r in (got[0], expected[0])
+    ]
+    assert mix[0] == mix[1]
+
+
+def test_grouped_rows_keep_only_the_encounters_not_yet_reported(tmp_path, monkeypatch):
+    sizes = []
+    reported = _DayBilling.reported
+
+    def counting(self, encounter_id):
+        sizes.append(len(self.entries))
+        return reported(self, encounter_id)
+
+    monkeypatch.setattr(_DayBilling, "reported", counting)
+    rows = [row for n in range(200) for row in encounter(n, [{"line_amount": "bad"}, {}])]
+    _, _, by_encounter, _ = run(tmp_path, rows)
+    assert len(by_encounter) == 200 and len(sizes) == 200
+    assert max(sizes) == 1
