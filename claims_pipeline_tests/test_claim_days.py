@@ -137,7 +137,7 @@ class _KeepingAll(_DayBilling):
         super().__init__(keep_all=True)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     amounts=st.lists(
         st.lists(st.sampled_from(["1.00", "2.50", "bad", None, "0.10"]), min_size=1, max_size=3),
