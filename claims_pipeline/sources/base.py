@@ -71,6 +71,19 @@ class BatchSource(EncounterSource, Protocol):
         """The rows :meth:`extract` yields, as batches in LINE_SCHEMA."""
         ...
 
+    def extract(
+        self,
+        conn: Connection,
+        window_start: date,
+        window_end: date,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`extract_batches` as chunks of row dicts (an adapter that subclasses this
+        protocol inherits it)."""
+        batches = self.extract_batches(conn, window_start, window_end, chunk_rows)
+        rows = (row for batch in batches for row in batch.to_pylist())
+        yield from chunk_by_encounter(rows, chunk_rows)
+
 
 class Unreadable:
     """The stand-in for a value the database driver could not decode or convert (text that is

@@ -51,10 +51,10 @@ from sqlalchemy.sql import visitors
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
+    BatchSource,
     RowBlock,
     as_date,
     as_text,
-    chunk_by_encounter,
     convert_each,
     stream_blocks,
     unreadable_columns,
@@ -575,7 +575,7 @@ def _schema_problems(conn: Connection, required: Mapping[str, Sequence[str]]) ->
     return problems
 
 
-class OpenEmrSource:
+class OpenEmrSource(BatchSource):
     """Adapter for an OpenEMR database (``EHR_SCHEMA=openemr``)."""
 
     name = "openemr"
@@ -585,23 +585,6 @@ class OpenEmrSource:
         with its fix; empty when the extract can run. Views count as tables."""
         return _schema_problems(conn, REQUIRED_COLUMNS)
 
-    def extract(
-        self,
-        conn: Connection,
-        window_start: date,
-        window_end: date,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Charge lines of the encounters dated ``window_start <= date < window_end``
-        (``form_encounter.date`` from midnight to midnight), in chunks of about ``chunk_rows``
-        rows that never split an encounter, ordered by encounter date and time, pid,
-        encounter, then OpenEMR's line order. Every row has exactly the keys of LINE_SCHEMA;
-        an encounter without procedure lines is one row with null line columns.
-        Rows stream from one server-side cursor (see ``stream_blocks``)."""
-        batches = self.extract_batches(conn, window_start, window_end, chunk_rows)
-        rows = (row for batch in batches for row in batch.to_pylist())
-        yield from chunk_by_encounter(rows, chunk_rows)
-
     def extract_batches(
         self,
         conn: Connection,
@@ -609,7 +592,13 @@ class OpenEmrSource:
         window_end: date,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """:meth:`extract` as Arrow batches in LINE_SCHEMA, built column by column."""
+        """Charge lines of the encounters dated ``window_start <= date < window_end``
+        (``form_encounter.date`` from midnight to midnight), as Arrow batches in LINE_SCHEMA
+        (built column by column) of about ``chunk_rows`` rows that never split an encounter,
+        ordered by encounter date and time, pid, encounter, then OpenEMR's line order. Every
+        row has exactly the keys of LINE_SCHEMA; an encounter without procedure lines is one
+        row with null line columns. Rows stream from one server-side cursor (see
+        ``stream_blocks``)."""
         statement = _extract_statement(window_start, window_end)
         # Blocks never split a run of equal encounter numbers, so never an encounter (a run
         # of equal pid and encounter).

@@ -35,10 +35,10 @@ from sqlalchemy import (
 # The shared driver-value coercions (Decimal, bytes, datetimes, MySQL zero dates).
 from claims_pipeline.sources.base import (
     DEFAULT_CHUNK_ROWS,
+    BatchSource,
     RowBlock,
     as_date,
     as_text,
-    chunk_by_encounter,
     convert_each,
     stream_blocks,
     unreadable_columns,
@@ -506,7 +506,7 @@ def _kind_of(unreadable: Iterable[str], diagnosis: bool) -> list[str]:
     return names
 
 
-class ReferenceSource:
+class ReferenceSource(BatchSource):
     """Adapter for the reference schema (``EHR_SCHEMA=reference``)."""
 
     name = "reference"
@@ -542,22 +542,6 @@ class ReferenceSource:
                     )
         return problems
 
-    def extract(
-        self,
-        conn: Connection,
-        window_start: date,
-        window_end: date,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Charge lines of finalized encounters with ``window_start <= service_date <
-        window_end``, in chunks of about ``chunk_rows`` rows that never split an encounter,
-        ordered by service date, encounter id, line number. Every row has exactly the keys of
-        LINE_SCHEMA; an encounter without charges is one row with null line columns.
-        Rows stream from one server-side cursor (see ``stream_blocks``)."""
-        batches = self.extract_batches(conn, window_start, window_end, chunk_rows)
-        rows = (row for batch in batches for row in batch.to_pylist())
-        yield from chunk_by_encounter(rows, chunk_rows)
-
     def extract_batches(
         self,
         conn: Connection,
@@ -565,7 +549,12 @@ class ReferenceSource:
         window_end: date,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """:meth:`extract` as Arrow batches in LINE_SCHEMA, built column by column."""
+        """Charge lines of finalized encounters with ``window_start <= service_date <
+        window_end``, as Arrow batches in LINE_SCHEMA (built column by column) of about
+        ``chunk_rows`` rows that never split an encounter, ordered by service date,
+        encounter id, line number. Every row has exactly the keys of LINE_SCHEMA; an
+        encounter without charges is one row with null line columns. Rows stream from one
+        server-side cursor (see ``stream_blocks``)."""
         statement = _extract_statement(window_start, window_end)
         for block in stream_blocks(conn, statement, "encounter_key", chunk_rows):
             if len(block):
