@@ -12,9 +12,10 @@ from sqlalchemy.exc import DBAPIError
 
 from claims_pipeline.defs.resources import EhrDatabase
 from claims_pipeline.errors import SourceError
+from claims_pipeline.sources.base import UNREADABLE
 from claims_pipeline.sources.connection import read_only_engine, sqlite_read_only_url
 from claims_pipeline.sources.custom_sql import CustomSqlSource
-from claims_pipeline_tests.databases import fresh_database_fixture
+from claims_pipeline_tests.databases import SERVICES, fresh_database_fixture, server_url
 
 engine = fresh_database_fixture("engine")
 # The servers alone: SQLite has neither data-modifying CTEs nor functions defined in SQL.
@@ -153,3 +154,27 @@ def test_sqlite_urls_open_files_read_only(url, database, query):
     assert parsed.database == database
     for key, value in query.items():
         assert parsed.query[key] == value
+
+
+@SERVICES
+def test_postgres_dates_are_parsed_by_psycopgs_c_loader_and_read_leniently():
+    """The lenient loaders delegate to psycopg's C parsers (the Python ones cost a fifth of an
+    OpenEMR extract) and still turn what Python cannot hold into UNREADABLE."""
+    from psycopg import _cmodule
+
+    engine = read_only_engine(server_url("postgresql").render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT '2026-12-06'::date, 'infinity'::date, '2026-12-06 10:11:12.5'::timestamp,"
+                " '20000-01-01'::timestamp, '2026-12-06 10:11:12+00'::timestamptz"
+            ).one()
+            adapters = conn.connection.dbapi_connection.adapters  # type: ignore[union-attr]
+            loader = adapters.get_loader(1082, 0)(1082)
+    finally:
+        engine.dispose()
+    assert row[0] == date(2026, 12, 6) and row[2].microsecond == 500000
+    assert row[1] is UNREADABLE and row[3] is UNREADABLE
+    assert row[4].tzinfo is not None
+    assert _cmodule._psycopg is not None  # psycopg[binary] is a dependency
+    assert type(loader._parse.__self__).__module__ == _cmodule._psycopg.__name__
