@@ -180,6 +180,22 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def spread_lines(
+    encounter: Mapping[str, list[Any]], lines: Mapping[str, list[Any]], line_encounters: list[int]
+) -> pa.RecordBatch:
+    """A batch in LINE_SCHEMA from columns of two kinds: ``encounter`` holds one value per
+    encounter, spread over its lines by index (``line_encounters[i]`` is line i's encounter),
+    and ``lines`` one value per line."""
+    spread = pa.array(line_encounters, pa.int32())
+    arrays = [
+        pa.array(encounter[field.name], field.type).take(spread)
+        if field.name in encounter
+        else pa.array(lines[field.name], field.type)
+        for field in LINE_SCHEMA
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=LINE_SCHEMA)
+
+
 def to_record_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """Arrow batch in LINE_SCHEMA from adapter rows, coercing driver types (Decimal, datetime,
     bytes, MySQL zero dates) so every dialect stores the same values."""

@@ -56,10 +56,10 @@ from claims_pipeline.sources.base import (
     as_date,
     as_text,
     convert_each,
+    spread_lines,
     stream_blocks,
     unreadable_columns,
 )
-from claims_pipeline.sources.lines import LINE_SCHEMA
 
 #: ``billing.code_type`` values that are diagnoses (ICD-9 only in records from before 2015,
 #: which claim validation then rejects rather than this adapter silently dropping them).
@@ -540,14 +540,7 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
         "line_service_date_to": [None] * len(lines),
         "line_diagnosis_codes": convert_each(justify_codes, line("justify")),
     }
-    spread = pa.array(line_encounters, pa.int32())
-    arrays = []
-    for field in LINE_SCHEMA:
-        if field.name in encounter:
-            arrays.append(pa.array(encounter[field.name], field.type).take(spread))
-        else:
-            arrays.append(pa.array(line_values[field.name], field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=LINE_SCHEMA)
+    return spread_lines(encounter, line_values, line_encounters)
 
 
 def _schema_problems(conn: Connection, required: Mapping[str, Sequence[str]]) -> list[str]:

@@ -40,10 +40,10 @@ from claims_pipeline.sources.base import (
     as_date,
     as_text,
     convert_each,
+    spread_lines,
     stream_blocks,
     unreadable_columns,
 )
-from claims_pipeline.sources.lines import LINE_SCHEMA
 
 BILLABLE_STATUS = "finalized"
 PRIMARY = "primary"
@@ -484,14 +484,7 @@ def _line_batch(block: RowBlock) -> pa.RecordBatch:
         "line_diagnosis_codes": convert_each(_codes, line("diagnosis_codes")),
         "unreadable_columns": line_unreadable,
     }
-    spread = pa.array(line_encounters, pa.int32())
-    arrays = []
-    for field in LINE_SCHEMA:
-        if field.name in encounter:
-            arrays.append(pa.array(encounter[field.name], field.type).take(spread))
-        else:
-            arrays.append(pa.array(line_values[field.name], field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=LINE_SCHEMA)
+    return spread_lines(encounter, line_values, line_encounters)
 
 
 def _kind_of(unreadable: Iterable[str], diagnosis: bool) -> list[str]:
