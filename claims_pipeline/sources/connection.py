@@ -85,16 +85,18 @@ def read_only_engine(url: str | URL, **kwargs: Any) -> Engine:
 def lenient_psycopg_dates(dbapi_connection: Any) -> None:
     """Make a psycopg 3 connection load a date or timestamp Python cannot hold (PostgreSQL's
     ``infinity``, ``4713-01-01 BC``, year 10000 and later) as UNREADABLE: psycopg raises for
-    it, which would end the fetch of every row after it. Each value is parsed by psycopg's own
-    loader, its C one when installed (``psycopg[binary]``; it cannot be subclassed, so it is
-    called from here): the pure-Python parser cost a fifth of an OpenEMR extract's CPU."""
-    from psycopg import DataError, _cmodule
-    from psycopg.types import datetime as loaders
+    it, which would end the fetch of every row after it. Each value is parsed by the loader
+    the connection had (psycopg's C one with ``psycopg[binary]``, which cannot be subclassed,
+    so it is called from here): the pure-Python parser cost a fifth of an OpenEMR extract's
+    CPU."""
+    from psycopg import DataError
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
 
-    fast = _cmodule._psycopg or loaders
+    adapters = dbapi_connection.adapters
 
-    def lenient(base: type, parser: type) -> type:
-        class Lenient(base):  # type: ignore[misc]
+    def lenient(parser: type[Loader]) -> type[Loader]:
+        class Lenient(Loader):
             def __init__(self, oid: int, context: Any = None):
                 super().__init__(oid, context)
                 self._parse = parser(oid, context).load
@@ -107,11 +109,6 @@ def lenient_psycopg_dates(dbapi_connection: Any) -> None:
 
         return Lenient
 
-    for type_name, loader in (
-        ("date", "DateLoader"),
-        ("timestamp", "TimestampLoader"),
-        ("timestamptz", "TimestamptzLoader"),
-    ):
-        dbapi_connection.adapters.register_loader(
-            type_name, lenient(getattr(loaders, loader), getattr(fast, loader))
-        )
+    for type_name in ("date", "timestamp", "timestamptz"):
+        parser = adapters.get_loader(adapters.types[type_name].oid, Format.TEXT)
+        adapters.register_loader(type_name, lenient(parser))
