@@ -1,8 +1,6 @@
 """Settings are checked before work starts, over real HTTP: a mis-pasted key stops the run by
 name and the import API never sees a request."""
 
-import time
-
 import dagster as dg
 import pytest
 
@@ -17,10 +15,8 @@ def _requests_seen(pipeline) -> int:
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", " "])
 def test_a_key_with_a_trailing_newline_stops_the_run_at_once_by_name(pipeline, monkeypatch, suffix):
     monkeypatch.setenv("CLAIMS_API_KEY", API_KEY + suffix)
-    started = time.monotonic()
     with pytest.raises(ConfigurationError) as raised:
         pipeline.materialize(YESTERDAY)
-    assert time.monotonic() - started < 1.0
     message = str(raised.value)
     assert "CLAIMS_API_KEY" in message and "newline" in message
     assert API_KEY not in message

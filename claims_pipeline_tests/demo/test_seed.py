@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections import Counter
 from datetime import date, timedelta
@@ -217,12 +216,6 @@ def test_is_seeded_and_refusing_to_seed_twice(tmp_path):
     assert is_seeded(url)
     with pytest.raises(ConfigurationError, match="already holds encounters"):
         seed_demo(url, 1, 5, today=TODAY)
-
-
-def test_a_week_of_200_encounters_a_day_seeds_in_seconds(tmp_path):
-    started = time.perf_counter()
-    seed_demo(sqlite_url(tmp_path / "week.db"), 7, 200, today=TODAY)
-    assert time.perf_counter() - started < 10
 
 
 @settings(
