@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +28,7 @@ from sqlalchemy.dialects.postgresql import BIT
 from claims_pipeline.errors import SourceError
 from claims_pipeline.sources.base import STREAMING
 from claims_pipeline.storage import EXTRACTED_AT, FINGERPRINT
+from claims_pipeline.subprocesses import start_module
 
 _MASK = (1 << 64) - 1
 
@@ -253,16 +251,7 @@ class _FingerprintProcess:
         }
 
     def __enter__(self) -> _FingerprintProcess:
-        package_root = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "claims_pipeline.sources.changes"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # a traceback could quote a row: answers are PHI-free
-            env={**os.environ, "PYTHONPATH": path},
-            text=True,
-        )
+        self.process = start_module("claims_pipeline.sources.changes")
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(self.request) + "\n")
