@@ -160,6 +160,12 @@ CLAIMS_BATCH_SIZE = Setting("CLAIMS_BATCH_SIZE", "claims per POST", "100", check
 CLAIMS_MAX_IN_FLIGHT = Setting(
     "CLAIMS_MAX_IN_FLIGHT", "concurrent POSTs inside one step", "4", check=_integer(1, 64)
 )
+CLAIMS_BUILD_PROCESSES = Setting(
+    "CLAIMS_BUILD_PROCESSES",
+    "processes that build claims inside one step (0: one per CPU the step may use)",
+    "0",
+    check=_integer(0, 64),
+)
 CLAIMS_MAX_REQUESTS_PER_SECOND = Setting(
     "CLAIMS_MAX_REQUESTS_PER_SECOND",
     "client-side request cap",
@@ -292,6 +298,12 @@ def get_int(setting: Setting, minimum: int = 0, environ: Mapping[str, str] | Non
     if value < minimum:
         raise ConfigurationError(f"{setting.name} must be at least {minimum}.")
     return value
+
+
+def build_processes() -> int:
+    """CLAIMS_BUILD_PROCESSES, 0 resolved to the CPUs this process may run on."""
+    processes = get_int(CLAIMS_BUILD_PROCESSES)
+    return processes or len(os.sched_getaffinity(0))
 
 
 def get_float(setting: Setting) -> float:

@@ -144,7 +144,12 @@ def _digest(value: Any) -> int:
 
 
 def build_claims(
-    rows: Iterable[Mapping[str, Any]], *, today: date, limits: AmountLimits = DEFAULT_LIMITS
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    today: date,
+    limits: AmountLimits = DEFAULT_LIMITS,
+    seen_keys: set[int] | None = None,
+    seen_encounters: set[int] | None = None,
 ) -> Iterator[ClaimResult]:
     """One :class:`ClaimResult` per encounter, in input order, from rows in LINE_SCHEMA shape
     (rows of an encounter contiguous, ordered by line number).
@@ -157,13 +162,17 @@ def build_claims(
     as ``unreadable_value`` for each. The same rows and ``today`` always give the same
     results; each encounter's result does not depend on the other encounters, except for that
     duplicate check (the first occurrence wins).
+
+    ``seen_keys`` and ``seen_encounters``, when given, are the sets that check fills with a
+    digest of every claim key and encounter met: a caller that builds a day in parts finds
+    there whether two parts share one (``claims_pipeline.claim_days``).
     """
     # 128-bit digests, not the values: these sets are the only part of the claims step that
     # grows with a partition (≈ 100 MiB of tuples and strings at 1,000,000 lines). A digest
     # collision (≈ 1e-27 at 10M claims) could only reject a claim as a duplicate, never drop
     # one silently.
-    seen_keys: set[int] = set()
-    seen_encounters: set[int] = set()
+    seen_keys = set() if seen_keys is None else seen_keys
+    seen_encounters = set() if seen_encounters is None else seen_encounters
     for encounter_rows in group_encounters(rows):
         claim = assemble_claim(encounter_rows)
         # A value the source could not read is null in the rows: say why before what it causes.

@@ -113,13 +113,20 @@ def claims_assets(practice: Practice, partitions: dg.PartitionsDefinition) -> dg
             max_line=settings.get_amount(settings.CLAIMS_MAX_LINE_AMOUNT),
             max_claim=settings.get_amount(settings.CLAIMS_MAX_CLAIM_AMOUNT),
         )
-        report = build_claim_days(claims_storage.store(), partition_days(context), today, limits)
+        report = build_claim_days(
+            claims_storage.store(),
+            partition_days(context),
+            today,
+            limits,
+            processes=settings.build_processes(),
+        )
         claim_figures, rejection_figures = _day_figures(report)
         totals = range_totals(claim_figures)
         reasons = sum((d.reasons for d in report.days.values()), Counter[str]())
         context.log.info(
             f"claims: {totals.get('claims', 0)} valid, {totals.get('rejected', 0)} rejected of "
-            f"{totals.get('encounters', 0)} encounters; reasons: {dict(reasons.most_common())}"
+            f"{totals.get('encounters', 0)} encounters; reasons: {dict(reasons.most_common())}; "
+            f"built by {report.processes} process(es)"
         )
         mixes = {
             "by_payer": mix_table(report.by_payer, "payer"),
