@@ -296,6 +296,8 @@ class Bench:
                 "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT),
             }
         )
+        if self.args.build_processes is not None:
+            env["CLAIMS_BUILD_PROCESSES"] = str(self.args.build_processes)
         return env
 
     def emulator(self, name: str):
@@ -429,7 +431,9 @@ def summarise(bench: Bench, results: dict[str, Any]) -> dict[str, Any]:
         "children_cpu_seconds_best_run": best.get("children_cpu_seconds", 0.0),
         "children_peak_rss_mib_best_run": best.get("children_peak_rss_mib", 0.0),
         "peak_rss_mib_best_run": best["peak_rss_mib"],
-        "peak_rss_mib_max": max(r["peak_rss_mib"] for r in e2e),
+        "peak_process_rss_mib_max": max(r["peak_rss_mib"] for r in e2e),
+        # what the targets judge: the pipeline process and its workers, summed
+        "peak_rss_mib_max": max(_tree_peak(r) for r in e2e),
         "steps": best["steps"],
         "emulator": best["emulator"],
     }
@@ -441,6 +445,13 @@ def summarise(bench: Bench, results: dict[str, Any]) -> dict[str, Any]:
         summary["e2e_over_floor"] = round(best["wall_seconds"] / (read + post), 2)
         summary["run_over_floor"] = round(best["run_seconds"] / (read + post), 2)
     return summary
+
+
+def _tree_peak(run: dict[str, Any]) -> float:
+    """Peak RSS of a run's pipeline process plus the processes it started (claims workers,
+    the SQLite fingerprint process), summed at each sample; the process alone for figures
+    from before the sum was recorded."""
+    return max(run["peak_rss_mib"], run.get("peak_tree_rss_mib", 0.0))
 
 
 def report(bench: Bench, results: dict[str, Any]) -> None:
@@ -456,17 +467,18 @@ def report(bench: Bench, results: dict[str, Any]) -> None:
     print(
         f"  run alone (after Dagster import) {s['run_seconds_best']:.1f} s; pipeline process CPU "
         f"{s['cpu_seconds_best_run']:.1f} s; peak RSS pipeline "
-        f"process {s['peak_rss_mib_best_run']:.0f} MiB (max over runs {s['peak_rss_mib_max']:.0f});"
-        f" its child processes {s.get('children_cpu_seconds_best_run', 0):.1f} CPU s, peak "
-        f"{s.get('children_peak_rss_mib_best_run', 0):.0f} MiB;"
+        f"process {s['peak_rss_mib_best_run']:.0f} MiB, with its child processes "
+        f"{s['peak_rss_mib_max']:.0f} (max over runs, summed); the children "
+        f"{s.get('children_cpu_seconds_best_run', 0):.1f} CPU s;"
         f" emulator (apart) {s['emulator'].get('peak_rss_mib', 0):.0f} MiB, "
         f"{s['emulator'].get('cpu_seconds', 0):.1f} CPU s"
     )
     print(
         "  steps: "
         + ", ".join(
-            f"{k} {v['seconds']:.1f} s ({v.get('cpu_seconds') or 0:.1f} CPU s, peak "
-            f"{v['peak_rss_mib']:.0f} MiB)"
+            f"{k} {v['seconds']:.1f} s ({v.get('cpu_seconds') or 0:.1f} CPU s"
+            f" + {v.get('children_cpu_seconds') or 0:.1f} in child processes, peak "
+            f"{v['peak_rss_mib']:.0f} MiB, {v.get('peak_tree_rss_mib') or 0:.0f} with children)"
             for k, v in s["steps"].items()
         )
     )
@@ -479,7 +491,7 @@ def report(bench: Bench, results: dict[str, Any]) -> None:
                 f"  {name:8s} {step['seconds']:7.1f} s  ({step.get('cpu_seconds') or 0:.1f} CPU s;"
                 f" process {figures['wall_seconds']:.1f} s)"
                 f"  {_rate(s['lines'], step['seconds'])} lines  peak {figures['peak_rss_mib']:.0f}"
-                " MiB"
+                f" MiB ({_tree_peak(figures):.0f} with children)"
             )
     floor = results.get("floor")
     if floor:
@@ -665,6 +677,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--max-requests-per-second", type=float, default=1000)
+    parser.add_argument(
+        "--build-processes",
+        type=int,
+        help="CLAIMS_BUILD_PROCESSES for the runs (default: the setting's own, one per CPU)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, help="kept; default a temporary directory")
     parser.add_argument("--reuse-data", action="store_true", help="keep a database from before")

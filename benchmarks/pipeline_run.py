@@ -56,33 +56,77 @@ def rss_kib() -> int:
         return int(statm.read().split()[1]) * _PAGE_KIB
 
 
+def descendants_rss_kib(pid: str = "self") -> int:
+    """RSS of every process this one started and that still runs (the claims step's workers,
+    the SQLite fingerprint process), and of theirs, in KiB."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                kids = children.read().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/statm") as statm:
+                    total += int(statm.read().split()[1]) * _PAGE_KIB
+            except (OSError, IndexError):
+                continue
+            total += descendants_rss_kib(kid)
+    return total
+
+
 class RssSampler(threading.Thread):
-    """Samples this process's RSS and CPU time every ``interval`` seconds:
-    (epoch seconds, RSS KiB, CPU seconds of this process so far)."""
+    """Samples this process's RSS and CPU time every ``interval`` seconds, and the RSS of the
+    processes it started: (epoch seconds, RSS KiB, CPU seconds of this process so far, RSS
+    KiB of this process and its descendants)."""
 
     def __init__(self, interval: float = 0.1):
         super().__init__(daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int, float]] = []
+        self.samples: list[tuple[float, int, float, int]] = []
+        #: (epoch seconds, CPU seconds of the child processes waited for so far)
+        self.children_cpu: list[tuple[float, float]] = []
         self._halt = threading.Event()
+
+    def _sample(self) -> None:
+        own, now = rss_kib(), time.time()
+        self.samples.append((now, own, time.process_time(), own + descendants_rss_kib()))
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.children_cpu.append((now, children.ru_utime + children.ru_stime))
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.samples.append((time.time(), rss_kib(), time.process_time()))
+            self._sample()
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
-        self.samples.append((time.time(), rss_kib(), time.process_time()))
+        self._sample()
+
+    def children_cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds of the child processes that ended in the interval (and were waited for:
+        the claims workers, the fingerprint process), to a sample."""
+        inside = [cpu for at, cpu in self.children_cpu if start <= at <= end]
+        return round(inside[-1] - inside[0], 2) if len(inside) > 1 else None
+
+    def tree_peak_between(self, start: float, end: float) -> int | None:
+        """The largest RSS sum of this process and its descendants in the interval."""
+        inside = [tree for at, _, _, tree in self.samples if start <= at <= end]
+        return max(inside) if inside else None
 
     def peak_between(self, start: float, end: float) -> int | None:
-        inside = [kib for at, kib, _ in self.samples if start <= at <= end]
+        inside = [kib for at, kib, _, _ in self.samples if start <= at <= end]
         return max(inside) if inside else None
 
     def cpu_between(self, start: float, end: float) -> float | None:
         """CPU seconds of the process (all threads) between two instants, to a sample."""
-        inside = [cpu for at, _, cpu in self.samples if start <= at <= end]
+        inside = [cpu for at, _, cpu, _ in self.samples if start <= at <= end]
         return round(inside[-1] - inside[0], 2) if len(inside) > 1 else None
 
 
@@ -156,6 +200,14 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
                 )
                 if end
                 else None,
+                "children_cpu_seconds": sampler.children_cpu_between(times["STEP_START"], end)
+                if end
+                else None,
+                "peak_tree_rss_mib": round(
+                    (sampler.tree_peak_between(times["STEP_START"], end) or 0) / 1024, 1
+                )
+                if end
+                else None,
             }
         failures = [
             event.event_specific_data.error.to_string()
@@ -171,6 +223,10 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
         "run_seconds": round(finished - started, 3),
         "steps": step_figures,
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        # this process and the processes it started, summed at each sample (0.1 s)
+        "peak_tree_rss_mib": round(
+            max(peak_kib, max(tree for *_, tree in sampler.samples)) / 1024, 1
+        ),
         "ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1),
         "cpu_user_seconds": round(usage.ru_utime, 2),
         "cpu_system_seconds": round(usage.ru_stime, 2),
@@ -181,13 +237,15 @@ def run(stage: str, first: date, last: date) -> dict[str, Any]:
     }
 
 
-def _thin(samples: list[tuple[float, int, float]], points: int = 60) -> list[tuple[float, float]]:
+def _thin(
+    samples: list[tuple[float, int, float, int]], points: int = 60
+) -> list[tuple[float, float]]:
     if not samples:
         return []
     start = samples[0][0]
     step = max(1, len(samples) // points)
     picked = samples[::step] + [samples[-1]]
-    return [(round(at - start, 1), round(kib / 1024, 1)) for at, kib, _ in picked]
+    return [(round(at - start, 1), round(tree / 1024, 1)) for at, _, _, tree in picked]
 
 
 def main(argv: list[str] | None = None) -> None:
