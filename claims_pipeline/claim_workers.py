@@ -42,7 +42,7 @@ from claims_pipeline.names import CLAIMS, ENCOUNTERS, REJECTIONS
 from claims_pipeline.phi import describe_error
 from claims_pipeline.rules import AmountLimits
 from claims_pipeline.storage import CLAIM_SCHEMA, REJECTION_SCHEMA, PartitionStore
-from claims_pipeline.subprocesses import start_module
+from claims_pipeline.subprocesses import exit_with_parent, start_module
 
 _MODULE = "claims_pipeline.claim_workers"
 
@@ -289,6 +289,7 @@ def _dump_mixes(mixes: dict[str, BillingMix]) -> list[list[Any]]:
 
 def _serve() -> None:
     """A worker: one JSON request per line on stdin, one JSON answer per line on stdout."""
+    exit_with_parent()
     for line in sys.stdin:
         request = json.loads(line)
         try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 
@@ -22,3 +24,17 @@ def start_module(module: str) -> subprocess.Popen[str]:
         env={**os.environ, "PYTHONPATH": path},
         text=True,
     )
+
+
+def exit_with_parent(interval: float = 1.0) -> None:
+    """In a helper process: end it when the process that started it is gone (killed with its
+    step), instead of finishing work nobody waits for while holding a database snapshot or
+    writing files. What it was writing stays a temporary file (purged by age)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import BIT
 from claims_pipeline.errors import SourceError
 from claims_pipeline.sources.base import STREAMING
 from claims_pipeline.storage import EXTRACTED_AT, FINGERPRINT
-from claims_pipeline.subprocesses import start_module
+from claims_pipeline.subprocesses import exit_with_parent, start_module
 
 _MASK = (1 << 64) - 1
 
@@ -293,6 +293,7 @@ def _serve_fingerprints() -> None:
     def say(answer: dict[str, Any]) -> None:
         print(json.dumps(answer), flush=True)
 
+    exit_with_parent()
     try:
         request = json.loads(sys.stdin.readline())
         days = [date.fromisoformat(day) for day in request["days"]]
