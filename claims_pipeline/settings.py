@@ -162,7 +162,7 @@ CLAIMS_MAX_IN_FLIGHT = Setting(
 )
 CLAIMS_BUILD_PROCESSES = Setting(
     "CLAIMS_BUILD_PROCESSES",
-    "processes that build claims inside one step (0: one per CPU the step may use)",
+    "processes that build claims inside one step (0: one per CPU the step may use, at most 4)",
     "0",
     check=_integer(0, 64),
 )
@@ -300,10 +300,25 @@ def get_int(setting: Setting, minimum: int = 0, environ: Mapping[str, str] | Non
     return value
 
 
-def build_processes() -> int:
-    """CLAIMS_BUILD_PROCESSES, 0 resolved to the CPUs this process may run on."""
+#: What CLAIMS_BUILD_PROCESSES=0 resolves to at most: each worker holds a few hundred MiB.
+AUTO_BUILD_PROCESSES = 4
+
+
+def build_processes(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CLAIMS_BUILD_PROCESSES; 0 resolved to the CPUs this process may use (at most
+    :data:`AUTO_BUILD_PROCESSES`): its CPU affinity, and a container's CPU limit where cgroup v2
+    shows one (``cpu.max``: quota and period; a Kubernetes ``limits.cpu``)."""
     processes = get_int(CLAIMS_BUILD_PROCESSES)
-    return processes or len(os.sched_getaffinity(0))
+    if processes:
+        return processes
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to read
+    return max(1, min(cpus, AUTO_BUILD_PROCESSES))
 
 
 def get_float(setting: Setting) -> float:

@@ -107,3 +107,21 @@ def test_the_readme_settings_table_lists_every_setting():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for setting in settings.SETTINGS:
         assert f"| `{setting.name}` |" in readme, setting.name
+
+
+def test_build_processes_are_the_setting_or_the_cpus_a_container_may_use(tmp_path, monkeypatch):
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("CLAIMS_BUILD_PROCESSES", "6")
+    assert settings.build_processes(cpu_max) == 6  # set: taken as is
+    monkeypatch.delenv("CLAIMS_BUILD_PROCESSES")
+    assert settings.build_processes(cpu_max) == settings.AUTO_BUILD_PROCESSES  # no cgroup file
+    cpu_max.write_text("max 100000\n")
+    assert settings.build_processes(cpu_max) == settings.AUTO_BUILD_PROCESSES  # no limit
+    cpu_max.write_text("200000 100000\n")  # limits.cpu: 2
+    assert settings.build_processes(cpu_max) == 2
+    cpu_max.write_text("50000 100000\n")  # half a CPU
+    assert settings.build_processes(cpu_max) == 1
+    monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    cpu_max.write_text("max 100000\n")
+    assert settings.build_processes(cpu_max) == 3
