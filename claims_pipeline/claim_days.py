@@ -322,7 +322,7 @@ def build_claim_days(
                 store, key, [build_day(store, key, today, limits)], report, seen
             )
         return report
-    from claims_pipeline.claim_workers import build_in_workers
+    from claims_pipeline.claim_workers import build_in_workers  # it imports this module
 
     report.processes = processes
     for key, built in build_in_workers(store, plan, today, limits, processes):
@@ -385,10 +385,8 @@ class PartClaims:
     by_provider: dict[str, BillingMix] = field(default_factory=lambda: defaultdict(BillingMix))
     #: accepted claims' identities (:func:`_identity`), in order
     identities: array[int] = field(default_factory=lambda: array("Q"))
-    #: a part of a day: the digests of every claim key and encounter met (see build_claims)
-    keys: set[int] | None = None
-    encounters: set[int] | None = None
-    #: the same, 64 bits of each, sorted: what the step compares between parts
+    #: a part of a day: 64 bits of the digest of every claim key and encounter met (see
+    #: build_claims), sorted; what the step compares between the parts of a day
     met: np.ndarray[Any, np.dtype[np.uint64]] | None = None
 
 
@@ -402,8 +400,8 @@ def build_part(
 ) -> PartClaims:
     """Build the claims and rejections of ``part`` into the two writers."""
     built = PartClaims()
-    if not part.whole:
-        built.keys, built.encounters = set(), set()
+    keys: set[int] | None = None if part.whole else set()
+    encounters: set[int] | None = None if part.whole else set()
     figures = built.figures
     claims_out = RowBuffer(claims_file, CLAIM_SCHEMA, _WRITE_ROWS)
     rejections_out = RowBuffer(rejections_file, REJECTION_SCHEMA, _WRITE_ROWS)
@@ -412,8 +410,8 @@ def build_part(
         _encounter_rows(store, part, billing),
         today=today,
         limits=limits,
-        seen_keys=built.keys,
-        seen_encounters=built.encounters,
+        seen_keys=keys,
+        seen_encounters=encounters,
     )
     for result in results:
         found = billing.reported(result.encounter_id)
@@ -439,12 +437,9 @@ def build_part(
     claims_out.flush()
     rejections_out.flush()
     figures.claims, figures.rejected = claims_out.rows, rejections_out.rows
-    if built.keys is not None and built.encounters is not None:
-        built.met = np.array(
-            sorted({d & _LOW_64 for d in built.keys} | {d & _LOW_64 for d in built.encounters}),
-            dtype=np.uint64,
-        )
-        built.keys = built.encounters = None
+    if keys is not None and encounters is not None:
+        met = {digest & _LOW_64 for digests in (keys, encounters) for digest in digests}
+        built.met = np.array(sorted(met), dtype=np.uint64)
     return built
 
 
