@@ -67,7 +67,7 @@ def build_in_workers(
     }
     requests = [_request(store, part, today, limits, scratch.get(part)) for part in plan]
     try:
-        with _Workers(processes) as workers:
+        with _Workers(min(processes, len(plan))) as workers:
             day_parts: list[tuple[DayPart, PartClaims]] = []
             for part, answer in zip(plan, workers.ask_each(requests), strict=True):
                 day_parts.append((part, _load(answer)))

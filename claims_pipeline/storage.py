@@ -193,22 +193,24 @@ class PartitionStore:
         with suppress(FileNotFoundError):
             self.fs.delete_file(path)
 
-    def row_count(self, asset: str, partition: str) -> int:
-        """Rows stored for one partition, from the file's footer (0 when it has no file)."""
+    def _footer(self, asset: str, partition: str) -> pq.FileMetaData | None:
+        """A partition file's Parquet footer (None when it has no readable file)."""
         try:
             with self.fs.open_input_file(self.path(asset, partition)) as source:
-                return int(pq.read_metadata(source).num_rows)
+                return pq.read_metadata(source)
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
-            return 0
+            return None
+
+    def row_count(self, asset: str, partition: str) -> int:
+        """Rows stored for one partition, from the file's footer (0 when it has no file)."""
+        footer = self._footer(asset, partition)
+        return 0 if footer is None else int(footer.num_rows)
 
     def facts(self, asset: str, partition: str) -> dict[str, str]:
         """The facts stored with a partition's file ({} when absent or written without)."""
-        try:
-            with self.fs.open_input_file(self.path(asset, partition)) as source:
-                # the file's key-value metadata: the schema's, and any added_facts
-                stored = pq.read_metadata(source).metadata or {}
-        except (FileNotFoundError, OSError, pa.ArrowInvalid):
-            return {}
+        footer = self._footer(asset, partition)
+        # the file's key-value metadata: the schema's, and any added_facts
+        stored = (footer.metadata if footer is not None else None) or {}
         return {
             key.decode()[len(_FACT_PREFIX) :]: value.decode()
             for key, value in stored.items()
