@@ -40,8 +40,11 @@ def extract_days(
     days: list[date],
     chunk_rows: int,
     progress: Callable[[int], None] = lambda lines: None,
+    processes: int = 1,
 ) -> dict[str, DayExtract]:
-    """Extract ``days`` (consecutive) into ``store``: per ISO day, lines and encounters.
+    """Extract ``days`` (consecutive) into ``store``: per ISO day, lines and encounters. An
+    adapter that builds Arrow batches converts a long read's rows in ``processes`` worker
+    processes (sources/workers.py).
 
     Raises SourceError when the EHR cannot be read (never quoting a driver's message, which may
     hold a row's values) and StorageError when a file cannot be written."""
@@ -61,7 +64,7 @@ def extract_days(
             }
             end = days[-1] + timedelta(days=1)
             batches = (
-                source.extract_batches(conn, days[0], end, chunk_rows)
+                source.extract_batches(conn, days[0], end, chunk_rows, processes)
                 if isinstance(source, BatchSource)
                 else map(to_record_batch, source.extract(conn, days[0], end, chunk_rows))
             )

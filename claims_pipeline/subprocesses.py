@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
-def start_module(module: str) -> subprocess.Popen[str]:
-    """``python -m module`` with pipes to its stdin and stdout. Its stderr is discarded: a
-    traceback could quote a row, and what the helpers answer is free of PHI."""
+def start_module(module: str, text: bool = True) -> subprocess.Popen[Any]:
+    """``python -m module`` with pipes to its stdin and stdout (``text``, else bytes). Its
+    stderr is discarded: a traceback could quote a row."""
     package_root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(  # noqa: S603 - the command is this interpreter and a module of ours
@@ -22,7 +23,7 @@ def start_module(module: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": path},
-        text=True,
+        text=text,
     )
 
 

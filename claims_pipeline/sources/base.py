@@ -4,6 +4,7 @@ encounter lines in chunks, in the shape of :data:`claims_pipeline.sources.lines.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,6 +29,9 @@ FETCH_ROWS = 2_000
 #: Execution options that stream a result from a server-side cursor, FETCH_ROWS at a time.
 #: Passed per execute: Connection.execution_options() would change the caller's connection.
 STREAMING = {"stream_results": True, "yield_per": FETCH_ROWS}
+#: Rows converted in the extract step's own process before worker processes are started
+#: (:func:`stream_batches`): a smaller read is over before they would have imported pyarrow.
+PARALLEL_AFTER_ROWS = 100_000
 
 
 class EncounterSource(Protocol):
@@ -67,8 +71,10 @@ class BatchSource(EncounterSource, Protocol):
         window_start: date,
         window_end: date,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        processes: int = 1,
     ) -> Iterator[pa.RecordBatch]:
-        """The rows :meth:`extract` yields, as batches in LINE_SCHEMA."""
+        """The rows :meth:`extract` yields, as batches in LINE_SCHEMA; with ``processes`` > 1,
+        a long read's rows converted by that many worker processes (:func:`stream_batches`)."""
         ...
 
     def extract(
@@ -85,6 +91,11 @@ class BatchSource(EncounterSource, Protocol):
         yield from chunk_by_encounter(rows, chunk_rows)
 
 
+#: What an adapter builds from a block of whole encounters: a module-level function, so that a
+#: worker process can be handed it (sources/workers.py).
+BuildBatch = Callable[["RowBlock"], pa.RecordBatch]
+
+
 class Unreadable:
     """The stand-in for a value the database driver could not decode or convert (text that is
     not UTF-8, a DATE column holding text): the value itself is never kept or shown."""
@@ -92,6 +103,9 @@ class Unreadable:
     __slots__ = ()
 
     def __repr__(self) -> str:
+        return "UNREADABLE"
+
+    def __reduce__(self) -> str:  # the one instance, in a worker process too
         return "UNREADABLE"
 
 
@@ -275,13 +289,26 @@ class LenientRows:
                     column = sa.type_coerce(column, sa.types.NullType()).label(column.key)
             columns.append(column)
         self.statement = statement.with_only_columns(*columns, maintain_column_froms=True)
+        # SQLite hands over undecodable text (decode_text) and bytes where text should be;
+        # MySQL bytes from binary columns. PostgreSQL checks encodings when it stores text.
+        self.scan_values = dialect.name in ("sqlite", "mysql", "mariadb")
+        self.__setstate__({})
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What :meth:`block` needs, for a worker process (sources/workers.py): not the
+        statement, nor the caches."""
+        return {key: self.__dict__[key] for key in ("sources", "conversions", "scan_values")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         # Text (SQLite's dates and numbers) repeats across rows: each converted once.
         self._converters = [
             (key, convert, _text_cache(convert)) for key, convert in self.conversions
         ]
-        # SQLite hands over undecodable text (decode_text) and bytes where text should be;
-        # MySQL bytes from binary columns. PostgreSQL checks encodings when it stores text.
-        self.scan_values = dialect.name in ("sqlite", "mysql", "mariadb")
+
+    def converter(self, key: str) -> Callable[[Any], Any]:
+        """How :meth:`block` reads the values of column ``key`` (unchanged, if not at all)."""
+        return dict(self.conversions).get(key, _unchanged)
 
     def block(self, keys: Sequence[str], raw: Sequence[Sequence[Any]]) -> RowBlock:
         """Rows of plain value tuples in ``keys`` order (``Result`` rows) as columns, each value
@@ -343,15 +370,6 @@ class RowBlock:
                 row[UNREADABLE_KEY] = unreadable[index]
             yield row
 
-    def split(self, at: int) -> tuple[RowBlock, RowBlock]:
-        """The rows before ``at`` and the rows from it."""
-        head = {row: names for row, names in self.unreadable.items() if row < at}
-        tail = {row - at: names for row, names in self.unreadable.items() if row >= at}
-        return (
-            RowBlock({key: column[:at] for key, column in self.columns.items()}, head),
-            RowBlock({key: column[at:] for key, column in self.columns.items()}, tail),
-        )
-
     @staticmethod
     def concat(blocks: Sequence[RowBlock]) -> RowBlock:
         """The rows of ``blocks`` (of the same columns), in order."""
@@ -365,6 +383,10 @@ class RowBlock:
             for key, column in block.columns.items():
                 columns[key] += column
         return RowBlock(columns, unreadable)
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def _text_cache(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
@@ -445,42 +467,77 @@ def _as_decimal(value: Any, scale: int | None) -> Any:
     return UNREADABLE
 
 
-def stream_blocks(
-    conn: Connection, statement: sa.Select[Any], group: str, block_rows: int
-) -> Iterator[RowBlock]:
-    """Run ``statement`` on a server-side cursor and yield its rows in blocks
-    (:class:`RowBlock`) of about ``block_rows`` rows, read leniently
-    (:meth:`LenientRows.block`), never splitting the rows that share a value of the ``group``
-    column (they must be contiguous): memory holds about one block whatever the window. The
-    connection is busy until the iterator is exhausted or closed."""
+def convert_block(
+    lenient: LenientRows, keys: Sequence[str], build: BuildBatch, rows: Sequence[tuple[Any, ...]]
+) -> pa.RecordBatch:
+    """The batch of a block of raw rows (whole encounters), converted FETCH_ROWS at a time: a
+    few thousand driver values alive at once, not a block's worth for the garbage collector."""
+    parts = [
+        lenient.block(keys, rows[at : at + FETCH_ROWS]) for at in range(0, len(rows), FETCH_ROWS)
+    ]
+    return build(RowBlock.concat(parts))
+
+
+def stream_batches(
+    conn: Connection,
+    statement: sa.Select[Any],
+    group: str,
+    block_rows: int,
+    build: BuildBatch,
+    processes: int = 1,
+) -> Iterator[pa.RecordBatch]:
+    """``build`` of each block of whole groups (rows sharing a value of the ``group`` column,
+    contiguous) of about ``block_rows`` rows of ``statement``, read leniently from a
+    server-side cursor, in order. With ``processes`` > 1, once :data:`PARALLEL_AFTER_ROWS`
+    rows have been converted here, the blocks after are converted by that many worker
+    processes while this process reads on (sources/workers.py): a short read never pays for
+    starting them."""
     lenient = LenientRows(statement, conn.dialect)
     result = conn.execute(lenient.statement, execution_options=STREAMING)
     try:
         keys = list(result.keys())
-        # Converted FETCH_ROWS at a time: a few driver rows alive at once, not a block's worth
-        # for the garbage collector to walk (≈2 CPU s per 300,000 OpenEMR lines).
-        parts: list[RowBlock] = []
-        size = 0
-        while fetched := result.fetchmany(min(FETCH_ROWS, block_rows)):
-            parts.append(lenient.block(keys, fetched))
-            size += len(fetched)
-            if size < block_rows:
-                continue
-            block = RowBlock.concat(parts)
-            column = block.columns[group]
-            start = len(column) - 1  # the first row of the last group
-            while start > 0 and column[start - 1] == column[-1]:
-                start -= 1
-            if start == 0:  # one group so far: it may go on in the next fetch
-                parts = [block]
-                continue
-            ready, held = block.split(start)
-            parts, size = [held], len(held)
-            yield ready
-        if size:
-            yield RowBlock.concat(parts)
+        blocks = _raw_blocks(result, keys.index(group), lenient.converter(group), block_rows)
+        converted = 0
+        for rows in blocks:
+            if processes > 1 and converted >= PARALLEL_AFTER_ROWS:
+                blocks = itertools.chain([rows], blocks)
+                break
+            yield convert_block(lenient, keys, build, rows)
+            converted += len(rows)
+        else:
+            return
+        from claims_pipeline.sources.workers import BlockWorkers
+
+        with BlockWorkers(processes, lenient, keys, build) as workers:
+            yield from workers.batches(blocks)
     finally:
         result.close()
+
+
+def _raw_blocks(
+    result: sa.CursorResult[Any],
+    group: int,
+    convert: Callable[[Any], Any],
+    block_rows: int,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``result`` as plain tuples, in blocks of about ``block_rows`` rows that end
+    where the value of column ``group`` changes (compared as ``convert`` reads it): a group
+    is never split, and one longer than ``block_rows`` is a block of its own."""
+    rows: list[tuple[Any, ...]] = []
+    while fetched := result.fetchmany(min(FETCH_ROWS, block_rows)):
+        rows += map(tuple, fetched)
+        if len(rows) < block_rows:
+            continue
+        last = convert(rows[-1][group])
+        start = len(rows) - 1  # the first row of the last group
+        while start > 0 and convert(rows[start - 1][group]) == last:
+            start -= 1
+        if start == 0:  # one group so far: it may go on in the next fetch
+            continue
+        yield rows[:start]
+        rows = rows[start:]
+    if rows:
+        yield rows
 
 
 def unreadable_columns(names: Iterable[str]) -> str | None:

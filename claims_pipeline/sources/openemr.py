@@ -57,7 +57,7 @@ from claims_pipeline.sources.base import (
     as_text,
     convert_each,
     spread_lines,
-    stream_blocks,
+    stream_batches,
     unreadable_columns,
 )
 
@@ -584,6 +584,7 @@ class OpenEmrSource(BatchSource):
         window_start: date,
         window_end: date,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        processes: int = 1,
     ) -> Iterator[pa.RecordBatch]:
         """Charge lines of the encounters dated ``window_start <= date < window_end``
         (``form_encounter.date`` from midnight to midnight), as Arrow batches in LINE_SCHEMA
@@ -591,12 +592,11 @@ class OpenEmrSource(BatchSource):
         ordered by encounter date and time, pid, encounter, then OpenEMR's line order. Every
         row has exactly the keys of LINE_SCHEMA; an encounter without procedure lines is one
         row with null line columns. Rows stream from one server-side cursor (see
-        ``stream_blocks``)."""
+        ``stream_batches``), converted by ``processes`` worker processes in a long read."""
         statement = _extract_statement(window_start, window_end)
         # Blocks never split a run of equal encounter numbers, so never an encounter (a run
         # of equal pid and encounter).
-        for block in stream_blocks(conn, statement, "encounter", chunk_rows):
-            yield _line_batch(block)
+        yield from stream_batches(conn, statement, "encounter", chunk_rows, _line_batch, processes)
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Encounters dated ``window_start <= date < window_end``: every one is billable."""

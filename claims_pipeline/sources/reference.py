@@ -41,7 +41,7 @@ from claims_pipeline.sources.base import (
     as_text,
     convert_each,
     spread_lines,
-    stream_blocks,
+    stream_batches,
     unreadable_columns,
 )
 
@@ -541,17 +541,19 @@ class ReferenceSource(BatchSource):
         window_start: date,
         window_end: date,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        processes: int = 1,
     ) -> Iterator[pa.RecordBatch]:
         """Charge lines of finalized encounters with ``window_start <= service_date <
         window_end``, as Arrow batches in LINE_SCHEMA (built column by column) of about
         ``chunk_rows`` rows that never split an encounter, ordered by service date,
         encounter id, line number. Every row has exactly the keys of LINE_SCHEMA; an
         encounter without charges is one row with null line columns. Rows stream from one
-        server-side cursor (see ``stream_blocks``)."""
+        server-side cursor (see ``stream_batches``), converted by
+        ``processes`` worker processes in a long read."""
         statement = _extract_statement(window_start, window_end)
-        for block in stream_blocks(conn, statement, "encounter_key", chunk_rows):
-            if len(block):
-                yield _line_batch(block)
+        yield from stream_batches(
+            conn, statement, "encounter_key", chunk_rows, _line_batch, processes
+        )
 
     def count_encounters(self, conn: Connection, window_start: date, window_end: date) -> int:
         """Finalized encounters with ``window_start <= service_date < window_end``."""

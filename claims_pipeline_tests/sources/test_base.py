@@ -16,7 +16,7 @@ from claims_pipeline.sources.base import (
     read_date,
     read_int,
     read_text,
-    stream_blocks,
+    stream_batches,
     to_record_batch,
 )
 
@@ -147,6 +147,10 @@ def _visits_engine(tmp_path, rows):
     return engine, sa.select(table).order_by(table.c.id)
 
 
+def as_is(block: RowBlock) -> RowBlock:
+    return block
+
+
 @pytest.mark.parametrize("block_rows", [1, 2, 3, 4, 100])
 def test_blocks_never_split_a_group_and_keep_every_row_in_order(tmp_path, block_rows):
     # Encounter 2 has more rows than most block sizes: it must still come out whole.
@@ -156,7 +160,7 @@ def test_blocks_never_split_a_group_and_keep_every_row_in_order(tmp_path, block_
     ]
     engine, statement = _visits_engine(tmp_path, rows)
     with engine.connect() as conn:
-        blocks = list(stream_blocks(conn, statement, "encounter", block_rows))
+        blocks = list(stream_batches(conn, statement, "encounter", block_rows, as_is))
     assert [g for block in blocks for g in block.columns["encounter"]] == groups
     assert [i for block in blocks for i in block.columns["id"]] == list(range(len(groups)))
     seen: set[int] = set()
@@ -183,18 +187,17 @@ def test_blocks_carry_unreadable_values_across_a_split(tmp_path):
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE visits SET service_date = '03/02/2026' WHERE id IN (1, 4)")
     with engine.connect() as conn:
-        blocks = list(stream_blocks(conn, statement, "encounter", 3))
+        blocks = list(stream_batches(conn, statement, "encounter", 3, as_is))
     rows = [row for block in blocks for row in block.rows()]
     assert [row["id"] for row in rows if UNREADABLE_KEY in row] == [1, 4]
     assert all(row["service_date"] is None for row in rows if UNREADABLE_KEY in row)
     assert rows[4][UNREADABLE_KEY] == ["visits.service_date"]
 
 
-def test_row_block_split_and_concat_are_inverse():
+def test_row_blocks_concatenate_with_their_unreadable_rows_renumbered():
+    head = RowBlock({"a": [1], "b": ["x"]}, {})
+    tail = RowBlock({"a": [2, 3], "b": [None, "z"]}, {0: ["t.b"], 1: ["t.a"]})
     block = RowBlock({"a": [1, 2, 3], "b": ["x", None, "z"]}, {1: ["t.b"], 2: ["t.a"]})
-    head, tail = block.split(1)
-    assert (len(head), len(tail)) == (1, 2)
-    assert tail.unreadable == {0: ["t.b"], 1: ["t.a"]} and head.unreadable == {}
     assert RowBlock.concat([head, tail]) == block
     assert list(block.rows())[1] == {"a": 2, "b": None, UNREADABLE_KEY: ["t.b"]}
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from claims_pipeline import settings
 from claims_pipeline.column_lineage import column_schema_for_lines, encounters_lineage_metadata
 from claims_pipeline.defs.claims_sync.partitions import partition_days
 from claims_pipeline.defs.resources import (
@@ -52,6 +53,7 @@ def ehr_encounters_asset(
             days,
             ehr.chunk_rows,
             progress=lambda n: context.log.info(f"{ENCOUNTERS}: {n} charge lines extracted"),
+            processes=settings.build_processes(),
         )
         figures = {
             day: {
