@@ -32,6 +32,9 @@ STREAMING = {"stream_results": True, "yield_per": FETCH_ROWS}
 #: Rows converted in the extract step's own process before worker processes are started
 #: (:func:`stream_batches`): a smaller read is over before they would have imported pyarrow.
 PARALLEL_AFTER_ROWS = 100_000
+#: Rows a block holds when worker processes may convert it: the step holds two blocks a worker
+#: ahead of the one it writes, and each worker one, as Python values (≈1 KB a row).
+WORKER_BLOCK_ROWS = 5_000
 
 
 class EncounterSource(Protocol):
@@ -488,11 +491,13 @@ def stream_batches(
 ) -> Iterator[pa.RecordBatch]:
     """``build`` of each block of whole groups (rows sharing a value of the ``group`` column,
     contiguous) of about ``block_rows`` rows of ``statement``, read leniently from a
-    server-side cursor, in order. With ``processes`` > 1, once :data:`PARALLEL_AFTER_ROWS`
-    rows have been converted here, the blocks after are converted by that many worker
-    processes while this process reads on (sources/workers.py): a short read never pays for
-    starting them."""
+    server-side cursor, in order. With ``processes`` > 1, blocks of at most
+    :data:`WORKER_BLOCK_ROWS` rows, and once :data:`PARALLEL_AFTER_ROWS` rows have been
+    converted here, the blocks after are converted by that many worker processes while this
+    process reads on (sources/workers.py): a short read never pays for starting them."""
     lenient = LenientRows(statement, conn.dialect)
+    if processes > 1:
+        block_rows = min(block_rows, WORKER_BLOCK_ROWS)
     result = conn.execute(lenient.statement, execution_options=STREAMING)
     try:
         keys = list(result.keys())
