@@ -11,7 +11,6 @@ from datetime import date, timedelta
 
 import pyarrow as pa
 import pytest
-import sqlalchemy as sa
 
 from claims_pipeline.demo import bulk
 from claims_pipeline.errors import SourceError
@@ -21,9 +20,9 @@ from claims_pipeline.sources.connection import read_only_engine
 from claims_pipeline.sources.lines import LINE_SCHEMA
 from claims_pipeline.sources.workers import BlockWorkers
 from claims_pipeline_tests.databases import fresh_database_fixture
+from claims_pipeline_tests.sources.test_base import _visits_engine
 
 engine = fresh_database_fixture("engine", scope="function", dialects=("sqlite", "postgresql"))
-sqlite_engine = fresh_database_fixture("sqlite_engine", scope="function", dialects=("sqlite",))
 
 LAST_DAY = date(2026, 3, 4)
 FIRST_DAY = LAST_DAY - timedelta(days=2)
@@ -104,22 +103,15 @@ def build_killing_its_process(block: RowBlock) -> pa.RecordBatch:
     raise AssertionError("not reached")
 
 
-def visits(sqlite_engine):
-    table = sa.Table(
-        "visits",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("encounter", sa.Integer),
-    )
-    table.metadata.create_all(sqlite_engine)
-    with sqlite_engine.begin() as conn:
-        conn.execute(table.insert(), [{"id": i, "encounter": i // 3} for i in range(60)])
-    return sa.select(table).order_by(table.c.id)
+def visits(tmp_path):
+    """60 rows of 20 encounters (3 rows each), and the statement that reads them in order."""
+    rows = [{"id": i, "encounter": i // 3, "service_date": LAST_DAY} for i in range(60)]
+    return _visits_engine(tmp_path, rows)
 
 
-def test_an_error_in_a_worker_is_the_error_the_step_would_raise(sqlite_engine, started):
-    statement = visits(sqlite_engine)
-    with sqlite_engine.connect() as conn:
+def test_an_error_in_a_worker_is_the_error_the_step_would_raise(tmp_path, started):
+    ehr, statement = visits(tmp_path)
+    with ehr.connect() as conn:
         read = stream_batches(conn, statement, "encounter", 5, build_failing_on_encounter_7, 2)
         first = next(read)
         with pytest.raises(ValueError, match="^encounter 7: charge lines without"):
@@ -128,19 +120,19 @@ def test_an_error_in_a_worker_is_the_error_the_step_would_raise(sqlite_engine, s
     assert started and not alive(started)
 
 
-def test_a_worker_that_dies_fails_the_read_by_name(sqlite_engine, started):
-    statement = visits(sqlite_engine)
+def test_a_worker_that_dies_fails_the_read_by_name(tmp_path, started):
+    ehr, statement = visits(tmp_path)
     with (
-        sqlite_engine.connect() as conn,
+        ehr.connect() as conn,
         pytest.raises(SourceError, match="extract worker process ended"),
     ):
         list(stream_batches(conn, statement, "encounter", 5, build_killing_its_process, 2))
     assert started and not alive(started)
 
 
-def test_a_read_stopped_early_ends_its_workers(sqlite_engine, started):
-    statement = visits(sqlite_engine)
-    with sqlite_engine.connect() as conn:
+def test_a_read_stopped_early_ends_its_workers(tmp_path, started):
+    ehr, statement = visits(tmp_path)
+    with ehr.connect() as conn:
         read = stream_batches(conn, statement, "encounter", 5, build_failing_on_encounter_7, 2)
         next(read)
         assert alive(started)
@@ -148,12 +140,12 @@ def test_a_read_stopped_early_ends_its_workers(sqlite_engine, started):
     assert started and not alive(started)
 
 
-def test_a_short_read_starts_no_worker(sqlite_engine, monkeypatch):
+def test_a_short_read_starts_no_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(base, "PARALLEL_AFTER_ROWS", 1_000)
-    statement = visits(sqlite_engine)
+    ehr, statement = visits(tmp_path)
     started = []
     monkeypatch.setattr(BlockWorkers, "start", staticmethod(lambda *a, **k: started.append(a)))
-    with sqlite_engine.connect() as conn:
+    with ehr.connect() as conn:
         batches = list(stream_batches(conn, statement, "encounter", 5, build_plain, 2))
     assert sum(batch.num_rows for batch in batches) == 60
     assert started == []
