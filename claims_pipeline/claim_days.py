@@ -145,17 +145,14 @@ _WRITE_ROWS = 2_000
 
 
 def _day_rows(store: PartitionStore, part: DayPart) -> Iterator[dict[str, Any]]:
-    offset = 0
-    for batch in store.read_batches(ENCOUNTERS, part.day, batch_size=_READ_ROWS):
-        size, first = batch.num_rows, offset
-        offset += size
-        if offset <= part.start:
-            continue
-        if part.stop is not None and first >= part.stop:
-            return
-        begin = max(part.start - first, 0)
-        end = size if part.stop is None else min(part.stop - first, size)
-        yield from python_rows(batch.slice(begin, end - begin) if end - begin < size else batch)
+    left = None if part.stop is None else part.stop - part.start
+    batches = store.read_batches(ENCOUNTERS, part.day, _READ_ROWS, from_row=part.start)
+    for batch in batches:
+        if left is not None:
+            if left <= 0:
+                return
+            batch, left = batch.slice(0, left), left - batch.num_rows
+        yield from python_rows(batch)
 
 
 def _encounter_rows(
@@ -300,6 +297,9 @@ class ClaimsReport:
 #: Runs of fewer lines are built in the step's own process: a worker process costs about
 #: 0.6 CPU s to start, more than the few seconds such a run takes alone.
 PARALLEL_MIN_LINES = 100_000
+#: The most lines a worker builds at a time: its memory grows with the lines of a part (the
+#: digests of its keys and encounters), so a large day is cut into parts of at most this many.
+PART_MAX_LINES = 250_000
 
 
 def build_claim_days(
@@ -342,15 +342,16 @@ def build_day(store: PartitionStore, day: str, today: date, limits: AmountLimits
 
 def plan_parts(store: PartitionStore, days: list[date], processes: int) -> list[DayPart] | None:
     """How ``processes`` workers share ``days``: each day whole, or, when it holds more than a
-    worker's share of the run's lines, cut into parts of about that share where an
-    encounter's rows begin; None when the run is built in this process."""
+    worker's share of the run's lines (at most :data:`PART_MAX_LINES`), cut into parts of
+    about that share where an encounter's rows begin; None when the run is built in this
+    process."""
     if processes < 2:
         return None
     counts = {day.isoformat(): store.row_count(ENCOUNTERS, day.isoformat()) for day in days}
     total = sum(counts.values())
     if total < PARALLEL_MIN_LINES:
         return None
-    share = math.ceil(total / processes)
+    share = min(math.ceil(total / processes), PART_MAX_LINES)
     plan: list[DayPart] = []
     for key, count in counts.items():
         cuts = _cuts(store, key, math.ceil(count / share)) if count > share else []
@@ -438,8 +439,10 @@ def build_part(
     rejections_out.flush()
     figures.claims, figures.rejected = claims_out.rows, rejections_out.rows
     if keys is not None and encounters is not None:
-        met = {digest & _LOW_64 for digests in (keys, encounters) for digest in digests}
-        built.met = np.array(sorted(met), dtype=np.uint64)
+        # sorted and distinct, without a third set of Python ints beside the two
+        met = (digest & _LOW_64 for digests in (keys, encounters) for digest in digests)
+        count = len(keys) + len(encounters)
+        built.met = np.unique(np.fromiter(met, dtype=np.uint64, count=count))
     return built
 
 

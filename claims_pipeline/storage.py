@@ -246,9 +246,15 @@ class PartitionStore:
             yield stream
 
     def read_batches(
-        self, asset: str, partition: str, batch_size: int = 20_000, columns: list[str] | None = None
+        self,
+        asset: str,
+        partition: str,
+        batch_size: int = 20_000,
+        columns: list[str] | None = None,
+        from_row: int = 0,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream one partition's rows; a missing partition names the asset to run first."""
+        """Stream one partition's rows, from row ``from_row`` on (the row groups before it are
+        not read); a missing partition names the asset to run first."""
         path = self.path(asset, partition)
         try:
             source = self.fs.open_input_file(path)
@@ -258,7 +264,19 @@ class PartitionStore:
                 f"materialize {asset} for that day first."
             ) from None
         with source:
-            yield from pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=columns)
+            parquet = pq.ParquetFile(source)
+            first, skip = 0, from_row
+            while first < parquet.num_row_groups and skip >= (
+                rows := parquet.metadata.row_group(first).num_rows
+            ):
+                first, skip = first + 1, skip - rows
+            groups = list(range(first, parquet.num_row_groups))
+            for batch in parquet.iter_batches(batch_size, groups, columns):
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                yield batch.slice(skip) if skip else batch
+                skip = 0
 
     def partitions(self, asset: str) -> list[str]:
         """Partition keys stored for an asset, sorted."""

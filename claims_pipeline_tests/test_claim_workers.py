@@ -171,3 +171,21 @@ def test_a_workers_error_reaches_the_step_with_its_kind_and_leaves_no_file(tmp_p
     for asset in (CLAIMS, REJECTIONS):
         leftovers = [p.name for p in (tmp_path / asset).iterdir() if p.name.endswith(".tmp")]
         assert leftovers == []
+
+
+def test_a_day_larger_than_a_part_is_cut_into_more_parts_than_workers(
+    tmp_path, parallel, rebuilt, monkeypatch
+):
+    monkeypatch.setattr(claim_days, "PART_MAX_LINES", 100)
+    days_rows = {DAYS[0]: day_rows(DAYS[0], 200, 11), DAYS[1]: day_rows(DAYS[1], 20, 12)}
+    lines = len(days_rows[DAYS[0]])
+    store = store_with(tmp_path / "plan", days_rows)
+    plan = plan_parts(store, sorted(days_rows), processes=2)
+    assert plan is not None
+    parts = [part for part in plan if part.day == DAYS[0].isoformat()]
+    assert len(parts) == -(-lines // 100) > 2
+    # cut where an encounter begins (at most 5 lines each): about 100 lines a part
+    assert all((part.stop or lines) - part.start <= 105 for part in parts)
+    assert DayPart(DAYS[1].isoformat()) in plan
+    assert_same(tmp_path, days_rows)
+    assert rebuilt == []

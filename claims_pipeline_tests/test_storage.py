@@ -97,3 +97,24 @@ def test_a_date_past_9999_fails_as_pyarrow_fails():
         batch.to_pylist()
     with pytest.raises(OverflowError):
         list(python_rows(batch))
+
+
+@given(
+    groups=st.lists(st.integers(min_value=1, max_value=9), max_size=6),
+    from_row=st.integers(min_value=0, max_value=60),
+    batch_size=st.integers(min_value=1, max_value=8),
+)
+def test_reading_from_a_row_gives_the_rows_from_there_on(
+    tmp_path_factory, groups, from_row, batch_size
+):
+    store = PartitionStore(str(tmp_path_factory.mktemp("from_row")))
+    values = list(range(sum(groups)))
+    with store.writer("claims", "2026-11-20", SCHEMA) as out:
+        start = 0
+        for size in groups:  # one row group per batch written
+            chunk = values[start : start + size]
+            out.write_batch(pa.RecordBatch.from_pydict({"value": chunk}, schema=SCHEMA))
+            start += size
+    batches = list(store.read_batches("claims", "2026-11-20", batch_size, from_row=from_row))
+    assert [v for b in batches for v in b.column(0).to_pylist()] == values[from_row:]
+    assert all(0 < b.num_rows <= batch_size for b in batches)
