@@ -357,6 +357,9 @@ def plan_parts(store: PartitionStore, days: list[date], processes: int) -> list[
         cuts = _cuts(store, key, math.ceil(count / share)) if count > share else []
         starts, stops = [0, *cuts], [*cuts, None]
         plan.extend(DayPart(key, start, stop) for start, stop in zip(starts, stops, strict=True))
+    # The encounter ids read for the cuts (and what earlier steps of this process freed) are
+    # handed back to the system before the workers grow: the peak is this process and them.
+    pa.default_memory_pool().release_unused()
     return plan
 
 
