@@ -7,7 +7,7 @@ fingerprints rely on), cuts them into blocks of whole encounters and hands each 
 driver's plain values, to the next free worker; the worker converts it leniently
 (:meth:`~claims_pipeline.sources.base.LenientRows.block`) and builds the adapter's batch; the
 step writes the batches in the order of the blocks. Rows and batches cross a pipe between the
-step and its own child, pickled by :mod:`multiprocessing.connection`, never a file. A worker's
+step and its own child, pickled (over :mod:`multiprocessing.connection`), never a file. A worker's
 stderr is discarded (a traceback could quote a row) and its stdout carries only answers; an
 error comes back as its type and a message without values (:func:`describe_error`).
 """
@@ -15,7 +15,9 @@ error comes back as its type and a message without values (:func:`describe_error
 from __future__ import annotations
 
 import builtins
+import io
 import os
+import pickle
 import queue
 import subprocess
 import threading
@@ -93,7 +95,7 @@ class BlockWorkers:
                 try:
                     if gone:
                         raise EOFError
-                    requests.send(rows)
+                    requests.send_bytes(_pack(rows))
                     kind, value = answers.recv()
                 except (EOFError, OSError):  # the process is gone: so is every block after
                     gone = True
@@ -127,6 +129,17 @@ class BlockWorkers:
             process.wait()
 
 
+def _pack(rows: list[tuple[Any, ...]]) -> memoryview:
+    """A block pickled without the pickler's memo (flat rows of driver values, nothing that
+    refers to itself): the step's pickling of OpenEMR rows took a sixth of the CPU that
+    ``Connection.send`` took, in fewer bytes."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    pickler.dump(rows)
+    return buffer.getbuffer()
+
+
 def _error(answer: tuple[str, str]) -> Exception:
     """A worker's error as the builtin exception it was (so that the step reports it as it
     would have reported its own), else a RuntimeError."""
@@ -148,7 +161,7 @@ def _serve() -> None:
     lenient, keys, build = requests.recv()
     while True:
         try:
-            rows = requests.recv()
+            rows = pickle.loads(requests.recv_bytes())  # noqa: S301 - from the parent step
         except EOFError:
             return
         try:
