@@ -295,12 +295,16 @@ class LenientRows:
         # SQLite hands over undecodable text (decode_text) and bytes where text should be;
         # MySQL bytes from binary columns. PostgreSQL checks encodings when it stores text.
         self.scan_values = dialect.name in ("sqlite", "mysql", "mariadb")
+        # stream_batches reads SQLite's text as bytes (its one text factory that costs no
+        # Python call per value); :meth:`block` decodes them as decode_text would.
+        self.text_as_bytes = dialect.name == "sqlite"
         self.__setstate__({})
 
     def __getstate__(self) -> dict[str, Any]:
         """What :meth:`block` needs, for a worker process (sources/workers.py): not the
         statement, nor the caches."""
-        return {key: self.__dict__[key] for key in ("sources", "conversions", "scan_values")}
+        names = ("sources", "conversions", "scan_values", "text_as_bytes")
+        return {key: self.__dict__[key] for key in names}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -311,7 +315,10 @@ class LenientRows:
 
     def converter(self, key: str) -> Callable[[Any], Any]:
         """How :meth:`block` reads the values of column ``key`` (unchanged, if not at all)."""
-        return dict(self.conversions).get(key, _unchanged)
+        convert = dict(self.conversions).get(key, _unchanged)
+        if self.text_as_bytes:
+            return lambda value: convert(decode_text(value) if type(value) is bytes else value)
+        return convert
 
     def block(self, keys: Sequence[str], raw: Sequence[Sequence[Any]]) -> RowBlock:
         """Rows of plain value tuples in ``keys`` order (``Result`` rows) as columns, each value
@@ -325,6 +332,10 @@ class LenientRows:
         if raw:
             transposed = zip(keys, zip(*raw, strict=True), strict=True)
             columns = {key: list(values) for key, values in transposed}
+        if self.text_as_bytes:
+            for key, column in columns.items():
+                if bytes in set(map(type, column)):
+                    columns[key] = _decoded(column)
         flagged: dict[int, set[str]] = {}
         for key, convert, cached in self._converters:
             column = columns[key] = [
@@ -351,6 +362,15 @@ class LenientRows:
             columns,
             {row: sorted({self.sources[key] for key in names}) for row, names in flagged.items()},
         )
+
+
+def _decoded(column: list[Any]) -> list[Any]:
+    """A column read as bytes with each value as :func:`decode_text` makes it (a BLOB too,
+    which SQLite hands over as bytes either way), each distinct value decoded once."""
+    done = {value: decode_text(value) for value in set(column) if type(value) is bytes}
+    if set(map(type, column)) <= {bytes, type(None)}:
+        return list(map(done.get, column))
+    return [done[value] if type(value) is bytes else value for value in column]
 
 
 @dataclass(slots=True)
@@ -498,7 +518,16 @@ def stream_batches(
     lenient = LenientRows(statement, conn.dialect)
     if processes > 1:
         block_rows = min(block_rows, WORKER_BLOCK_ROWS)
-    result = conn.execute(lenient.statement, execution_options=STREAMING)
+    driver: Any = conn.connection.driver_connection if lenient.text_as_bytes else None
+    factory = driver and driver.text_factory
+    if driver is not None:
+        driver.text_factory = bytes
+    try:
+        result = conn.execute(lenient.statement, execution_options=STREAMING)
+    except BaseException:
+        if driver is not None:
+            driver.text_factory = factory
+        raise
     try:
         keys = list(result.keys())
         blocks = _raw_blocks(result, keys.index(group), lenient.converter(group), block_rows)
@@ -517,6 +546,8 @@ def stream_batches(
             yield from workers.batches(blocks)
     finally:
         result.close()
+        if driver is not None:
+            driver.text_factory = factory
 
 
 def _raw_blocks(

@@ -19,6 +19,7 @@ from claims_pipeline.sources.base import (
     stream_batches,
     to_record_batch,
 )
+from claims_pipeline.sources.connection import read_only_engine
 
 
 def test_driver_values_are_coerced_and_unreadable_dates_count_as_unknown():
@@ -90,7 +91,8 @@ def test_text_that_is_not_utf8_is_unreadable_not_an_error():
     assert read_int("12") == 12 and read_int("twelve") is UNREADABLE and read_int(None) is None
 
 
-def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
+@pytest.mark.parametrize("text_factory", [decode_text, bytes])
+def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path, text_factory):
     table = sa.Table(
         "charges",
         sa.MetaData(),
@@ -112,7 +114,8 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
 
     @sa.event.listens_for(engine, "connect")
     def _decode(dbapi_connection, _record):
-        dbapi_connection.text_factory = decode_text
+        # the connections' own factory, or bytes: what stream_batches reads with
+        dbapi_connection.text_factory = text_factory
 
     engine.dispose()
     with engine.connect() as conn:
@@ -129,7 +132,8 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path):
         "charges.service_date",
     ]
     assert all(bad[key] is None for key in ("service_date", "line_amount", "line_number", "code"))
-    assert str(blob["line_amount"]) == "150.50" and blob["code"] == b"99"
+    # a BLOB of UTF-8 reads as its text, as the adapters' text columns read it
+    assert str(blob["line_amount"]) == "150.50" and blob["code"] == "99"
 
 
 def _visits_engine(tmp_path, rows):
@@ -224,3 +228,36 @@ def test_convert_each_shares_a_result_only_between_values_that_read_alike():
         "x|1",
         "y|1",
     ]
+
+
+def test_a_read_takes_sqlite_text_as_bytes_and_gives_the_connection_back_as_it_was(tmp_path):
+    table = sa.Table(
+        "notes",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("encounter", sa.Integer),
+        sa.Column("note", sa.String(20)),
+    )
+    writer = sa.create_engine(f"sqlite:///{tmp_path / 'notes.db'}")
+    table.metadata.create_all(writer)
+    with writer.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO notes VALUES (1, 1, 'Núñez'), (2, 1, CAST(X'4A6FFF' AS TEXT)),"
+            " (3, 2, 'ok'), (4, 3, 'fine')"
+        )
+    engine = read_only_engine(f"sqlite:///{tmp_path / 'notes.db'}")
+    statement = sa.select(table).order_by(table.c.id)
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        blocks = stream_batches(conn, statement, "encounter", 1, as_is)
+        first = next(blocks)
+        assert driver.text_factory is bytes  # while the read goes on
+        rows = [*first.rows(), *(row for block in blocks for row in block.rows())]
+        assert [row["note"] for row in rows] == ["Núñez", None, "ok", "fine"]
+        assert rows[1][UNREADABLE_KEY] == ["notes.note"]
+        assert driver.text_factory is decode_text
+        early = stream_batches(conn, statement, "encounter", 1, as_is)
+        next(early)
+        early.close()  # a read stopped early gives it back too
+        assert driver.text_factory is decode_text
+        assert conn.exec_driver_sql("SELECT note FROM notes WHERE id = 2").scalar() is UNREADABLE
