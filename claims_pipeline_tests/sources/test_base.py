@@ -91,6 +91,16 @@ def test_text_that_is_not_utf8_is_unreadable_not_an_error():
     assert read_int("12") == 12 and read_int("twelve") is UNREADABLE and read_int(None) is None
 
 
+def _sqlite_holding(path, table, values):
+    """A SQLite file with ``table`` holding ``values`` (SQL, so that it can hold what SQLite
+    stores and no driver would write: text that is not UTF-8, BLOBs, text in a number)."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO {table.name} VALUES {values}")
+    return engine
+
+
 @pytest.mark.parametrize("text_factory", [decode_text, bytes])
 def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path, text_factory):
     table = sa.Table(
@@ -102,14 +112,13 @@ def test_lenient_rows_null_and_name_each_value_sqlite_cannot_convert(tmp_path, t
         sa.Column("line_number", sa.Integer),
         sa.Column("code", sa.String(10)),
     )
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ehr.db'}")
-    table.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO charges VALUES (1, '2026-03-02', 220, 1, '99213'),"
-            " (2, '03/02/2026', 'twelve', 'one', CAST(X'39FF' AS TEXT)),"
-            " (3, '2026-03-02', 150.5, 2, X'3939')"
-        )
+    engine = _sqlite_holding(
+        tmp_path / "ehr.db",
+        table,
+        "(1, '2026-03-02', 220, 1, '99213'),"
+        " (2, '03/02/2026', 'twelve', 'one', CAST(X'39FF' AS TEXT)),"
+        " (3, '2026-03-02', 150.5, 2, X'3939')",
+    )
     lenient = LenientRows(sa.select(table).order_by(table.c.id), engine.dialect)
 
     @sa.event.listens_for(engine, "connect")
@@ -238,13 +247,11 @@ def test_a_read_takes_sqlite_text_as_bytes_and_gives_the_connection_back_as_it_w
         sa.Column("encounter", sa.Integer),
         sa.Column("note", sa.String(20)),
     )
-    writer = sa.create_engine(f"sqlite:///{tmp_path / 'notes.db'}")
-    table.metadata.create_all(writer)
-    with writer.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO notes VALUES (1, 1, 'Núñez'), (2, 1, CAST(X'4A6FFF' AS TEXT)),"
-            " (3, 2, 'ok'), (4, 3, 'fine')"
-        )
+    _sqlite_holding(
+        tmp_path / "notes.db",
+        table,
+        "(1, 1, 'Núñez'), (2, 1, CAST(X'4A6FFF' AS TEXT)), (3, 2, 'ok'), (4, 3, 'fine')",
+    )
     engine = read_only_engine(f"sqlite:///{tmp_path / 'notes.db'}")
     statement = sa.select(table).order_by(table.c.id)
     with engine.connect() as conn:
