@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -275,7 +276,8 @@ class LenientRows:
     SQLAlchemy converts DATE, DATETIME and NUMERIC values on SQLite itself (from text), and one
     text where a date should be raises for the whole result: those columns are selected
     without SQLAlchemy's conversion and converted here, the way SQLAlchemy would, row by row.
-    Text that is not UTF-8 arrives as UNREADABLE from :func:`decode_text`.
+    Text that is not UTF-8 arrives as UNREADABLE from :func:`decode_text`, or, read as bytes
+    (:func:`stream_batches` on SQLite), is decoded the same way by :meth:`block`.
     """
 
     def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect):
@@ -518,16 +520,35 @@ def stream_batches(
     lenient = LenientRows(statement, conn.dialect)
     if processes > 1:
         block_rows = min(block_rows, WORKER_BLOCK_ROWS)
-    driver: Any = conn.connection.driver_connection if lenient.text_as_bytes else None
-    factory = driver and driver.text_factory
-    if driver is not None:
-        driver.text_factory = bytes
+    with _text_as_bytes(conn, lenient.text_as_bytes):
+        yield from _stream(conn, lenient, group, block_rows, build, processes)
+
+
+@contextmanager
+def _text_as_bytes(conn: Connection, wanted: bool) -> Iterator[None]:
+    """SQLite's text read as bytes inside the block (:attr:`LenientRows.text_as_bytes`), the
+    connection's own text factory back after it."""
+    if not wanted:
+        yield
+        return
+    driver: Any = conn.connection.driver_connection
+    factory = driver.text_factory
+    driver.text_factory = bytes
     try:
-        result = conn.execute(lenient.statement, execution_options=STREAMING)
-    except BaseException:
-        if driver is not None:
-            driver.text_factory = factory
-        raise
+        yield
+    finally:
+        driver.text_factory = factory
+
+
+def _stream(
+    conn: Connection,
+    lenient: LenientRows,
+    group: str,
+    block_rows: int,
+    build: BuildBatch,
+    processes: int,
+) -> Iterator[pa.RecordBatch]:
+    result = conn.execute(lenient.statement, execution_options=STREAMING)
     try:
         keys = list(result.keys())
         blocks = _raw_blocks(result, keys.index(group), lenient.converter(group), block_rows)
@@ -546,8 +567,6 @@ def stream_batches(
             yield from workers.batches(blocks)
     finally:
         result.close()
-        if driver is not None:
-            driver.text_factory = factory
 
 
 def _raw_blocks(
