@@ -319,7 +319,7 @@ class LenientRows:
         """How :meth:`block` reads the values of column ``key`` (unchanged, if not at all)."""
         convert = dict(self.conversions).get(key, _unchanged)
         if self.text_as_bytes:
-            return lambda value: convert(decode_text(value) if type(value) is bytes else value)
+            return lambda value: convert(_decoded(value))
         return convert
 
     def block(self, keys: Sequence[str], raw: Sequence[Sequence[Any]]) -> RowBlock:
@@ -336,8 +336,8 @@ class LenientRows:
             columns = {key: list(values) for key, values in transposed}
         if self.text_as_bytes:
             for key, column in columns.items():
-                if bytes in set(map(type, column)):
-                    columns[key] = _decoded(column)
+                if bytes in set(map(type, column)):  # each distinct value decoded once
+                    columns[key] = convert_each(_decoded, column)
         flagged: dict[int, set[str]] = {}
         for key, convert, cached in self._converters:
             column = columns[key] = [
@@ -366,13 +366,10 @@ class LenientRows:
         )
 
 
-def _decoded(column: list[Any]) -> list[Any]:
-    """A column read as bytes with each value as :func:`decode_text` makes it (a BLOB too,
-    which SQLite hands over as bytes either way), each distinct value decoded once."""
-    done = {value: decode_text(value) for value in set(column) if type(value) is bytes}
-    if set(map(type, column)) <= {bytes, type(None)}:
-        return list(map(done.get, column))
-    return [done[value] if type(value) is bytes else value for value in column]
+def _decoded(value: Any) -> Any:
+    """A value read as bytes as :func:`decode_text` makes it (a BLOB too, which SQLite hands
+    over as bytes either way); any other value as it is."""
+    return decode_text(value) if type(value) is bytes else value
 
 
 @dataclass(slots=True)
